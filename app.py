@@ -1,0 +1,49 @@
+"""The application factory: ``flask --app app run``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app. Config layers: defaults → ``instance/config.py`` → environment.
+
+    A test config replaces the last two, so a developer's environment never leaks
+    into tests.
+    """
+    from campaign import campaigns, cli, config, users
+    from campaign.db import db, migrate
+    from campaign.queue import rq
+    from campaign.views import register_views
+
+    app = Flask(__name__, instance_path=os.environ.get("INSTANCE_PATH") or None,
+                instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.update(config.defaults(app.instance_path))
+    sources: dict[str, str] = {}
+    if test_config is None:
+        before = dict(app.config)
+        app.config.from_pyfile("config.py", silent=True)
+        sources.update({k: "instance file" for k, v in app.config.items() if before.get(k) != v})
+        from_env = config.from_environment(os.environ)
+        app.config.update(from_env)
+        sources.update(dict.fromkeys(from_env, "environment"))
+    else:
+        app.config.update(test_config)
+        sources.update(dict.fromkeys(test_config, "test config"))
+    app.config["CONFIG_SOURCES"] = sources
+    config.finish(app.config, app.instance_path)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "migrations"),
+                     render_as_batch=True)
+    rq.init_app(app)
+    campaigns.init_app(app)
+    users.init_app(app)
+    register_views(app)
+    cli.init_app(app)
+    return app

@@ -1,0 +1,67 @@
+"""``flask --app app users …``, ``capture …`` and ``broker …`` commands."""
+
+from __future__ import annotations
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from .db import db
+from .exceptions import InvalidInput
+from .models import Role, User
+
+users_cli = AppGroup("users", help="Staff accounts (managers and admins).")
+capture_cli = AppGroup("capture", help="The local mail capture.")
+
+
+@users_cli.command("create")
+@click.argument("email")
+@click.option("--role", type=click.Choice(Role.ALL), default=Role.MANAGER, show_default=True)
+@click.option("--password", envvar="NEW_USER_PASSWORD", default=None,
+              help="Default: generated and printed once. Prefer the NEW_USER_PASSWORD "
+                   "variable to keep it out of shell history.")
+def create_user_command(email: str, role: str, password: str | None) -> None:
+    """Add a staff account."""
+    from .users import create_user
+
+    try:
+        user, password = create_user(email, role, password)
+    except InvalidInput as e:
+        raise click.ClickException("; ".join(f"{k}: {v}" for k, v in e.fields.items())) from e
+    click.echo(f"created {user.role} {user.email}")
+    click.echo(f"password: {password}")
+
+
+@users_cli.command("list")
+def list_users_command() -> None:
+    """Show staff accounts."""
+    for user in db.session.scalars(db.select(User).order_by(User.email)):
+        click.echo(f"{user.email}\t{user.role}\t{'active' if user.active else 'disabled'}")
+
+
+@users_cli.command("ensure-admin")
+@click.option("--email", default="admin@localhost", show_default=True)
+def ensure_admin_command(email: str) -> None:
+    """Create a first admin with a random password if there are no users yet."""
+    from .users import create_user
+
+    if db.session.scalar(db.select(db.func.count()).select_from(User)):
+        return
+    user, password = create_user(email, Role.ADMIN)
+    click.echo(f"First run: log in as {user.email} with password {password}")
+
+
+@capture_cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=None, help="Default: MAIL_CAPTURE_PORT (1025).")
+def capture_serve_command(host: str, port: int | None) -> None:
+    """Run the local SMTP capture in the foreground."""
+    from .capture import serve
+
+    serve(current_app.config["MAIL_CAPTURE_DIR"], host,
+          port or current_app.config["MAIL_CAPTURE_PORT"])
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(users_cli)
+    app.cli.add_command(capture_cli)

@@ -1,0 +1,140 @@
+"""Layered configuration: defaults, then ``instance/config.py``, then the environment.
+
+Infrastructure settings (database, broker, relay) live here. Settings an admin
+edits at run time live in the database, see :mod:`campaign.settings`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+#: Port of the embedded Redis-compatible broker that ``make run`` starts when no
+#: ``REDIS_URL`` is given.
+EMBEDDED_REDIS_PORT = 6390
+
+#: Port of the local SMTP capture that ``make run`` starts when no ``MAIL_SERVER``
+#: is given.
+MAIL_CAPTURE_PORT = 1025
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def env_flag(value: str | None, default: bool = False) -> bool:
+    """Read a boolean from an environment string such as ``true`` or ``0``."""
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in _TRUE
+
+
+def database_url(url: str | None, instance_path: str) -> str:
+    """Return a SQLAlchemy URL, defaulting to SQLite in the instance folder.
+
+    ``postgres://`` and ``postgresql://`` URLs get the psycopg 3 driver.
+    """
+    if not url:
+        return "sqlite:///" + str(Path(instance_path) / "appeals.db")
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def defaults(instance_path: str) -> dict[str, Any]:
+    """Configuration used when nothing else is set: SQLite, embedded broker, capture."""
+    return {
+        "SECRET_KEY": None,
+        "SQLALCHEMY_DATABASE_URI": database_url(None, instance_path),
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "REDIS_URL": f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0",
+        "MAIL_SERVER": None,
+        "MAIL_PORT": None,
+        "MAIL_USE_TLS": False,
+        "MAIL_USE_SSL": False,
+        "MAIL_USERNAME": None,
+        "MAIL_PASSWORD": None,
+        "MAIL_DEFAULT_SENDER": "appeals@localhost",
+        "MAIL_TIMEOUT": 30.0,
+        "MAIL_SUPPRESS_SEND": False,
+        "MAIL_CAPTURE_PORT": MAIL_CAPTURE_PORT,
+        "MAIL_CAPTURE_DIR": str(Path(instance_path) / "mail-capture"),
+        # Refuse any relay that is not on loopback: tests, demos and benchmarks.
+        "MAIL_LOOPBACK_ONLY": False,
+        "ORG_NAME": "Urgent Action Network",
+        "PUBLIC_URL": None,
+        "EMAIL_CHECK_DELIVERABILITY": False,
+        "CAMPAIGNS_DIR": str(Path(__file__).resolve().parent.parent / "urgent-actions"),
+        "RATELIMIT_STORAGE_URI": None,
+        "RATELIMIT_APPEALS": "20 per hour;5 per minute",
+        "RATELIMIT_LOGIN": "10 per minute",
+        "RATELIMIT_HEADERS_ENABLED": True,
+        # A broker outage must not turn supporters away: fall back to per-process limits.
+        "RATELIMIT_SWALLOW_ERRORS": True,
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+        "WTF_CSRF_TIME_LIMIT": None,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "MAX_CONTENT_LENGTH": 64 * 1024,
+        "RQ_QUEUES": ["supporters", "appeals"],
+        "RQ_ASYNC": True,
+    }
+
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Pick the settings the environment gives; unset variables are left out."""
+    out: dict[str, Any] = {}
+    for name in ("SECRET_KEY", "REDIS_URL", "MAIL_SERVER", "MAIL_USERNAME", "MAIL_PASSWORD",
+                 "MAIL_DEFAULT_SENDER", "ORG_NAME", "PUBLIC_URL"):
+        if environ.get(name):
+            out[name] = environ[name]
+    if environ.get("DATABASE_URL"):
+        out["SQLALCHEMY_DATABASE_URI"] = environ["DATABASE_URL"]
+    if environ.get("MAIL_PORT"):
+        out["MAIL_PORT"] = int(environ["MAIL_PORT"])
+    for flag in ("MAIL_USE_TLS", "MAIL_USE_SSL", "EMAIL_CHECK_DELIVERABILITY"):
+        if environ.get(flag):
+            out[flag] = env_flag(environ[flag])
+    return out
+
+
+def finish(config: dict[str, Any], instance_path: str) -> None:
+    """Derive the settings that depend on others, after all layers are applied."""
+    config["SQLALCHEMY_DATABASE_URI"] = database_url(config["SQLALCHEMY_DATABASE_URI"],
+                                                     instance_path)
+    if not config.get("MAIL_SERVER"):
+        # No relay configured: the local capture receives everything.
+        config["MAIL_SERVER"] = "127.0.0.1"
+        config["MAIL_PORT"] = config["MAIL_CAPTURE_PORT"]
+        config["MAIL_CAPTURE"] = True
+    else:
+        config.setdefault("MAIL_CAPTURE", False)
+    if not config.get("MAIL_PORT"):
+        config["MAIL_PORT"] = 465 if config.get("MAIL_USE_SSL") else 587
+    config["RQ_CONNECTION"] = config["REDIS_URL"]
+    if not config.get("PUBLIC_URL"):
+        config["PUBLIC_URL"] = "http://127.0.0.1:5000"
+    if not config.get("RATELIMIT_STORAGE_URI"):
+        config["RATELIMIT_STORAGE_URI"] = config["REDIS_URL"]
+    if not config.get("SECRET_KEY"):
+        config["SECRET_KEY"] = instance_secret_key(instance_path)
+
+
+def instance_secret_key(instance_path: str) -> str:
+    """Read the instance's secret key, creating it (mode 0600) on first use."""
+    path = Path(instance_path) / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".secret_key.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+        try:
+            os.link(tmp, path)  # atomic: the first process to get here wins
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()

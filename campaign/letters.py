@@ -1,0 +1,119 @@
+"""Personalised letters rendered from ``templates/email/<slug>/<language>/``."""
+
+from __future__ import annotations
+
+import gettext
+import hashlib
+from dataclasses import dataclass
+from functools import cache
+
+import pycountry
+from flask import current_app
+
+from .campaigns import Addressee, Campaign
+from .models import Diplomat
+
+SUBJECT_MAX = 200
+
+
+@dataclass(frozen=True)
+class Recipient:
+    name: str
+    email: str
+
+
+@dataclass(frozen=True)
+class Letter:
+    """Everything the relay needs to know about one appeal, except the envelope sender."""
+
+    subject: str
+    text: str
+    html: str
+    to: tuple[Recipient, ...]
+    cc: tuple[Recipient, ...]
+
+
+@dataclass(frozen=True)
+class Copy:
+    """A copy line entry: who also receives the letter, and by which channel."""
+
+    name: str
+    title: str
+    email: str = ""
+
+
+@cache
+def _country_translation(language: str) -> gettext.NullTranslations:
+    return gettext.translation("iso3166-1", pycountry.LOCALES_DIR, languages=[language],
+                               fallback=True)
+
+
+def country_name_in(code: str, language: str) -> str:
+    """The country's name in the letter's language, falling back to English."""
+    country = pycountry.countries.get(alpha_2=code)
+    if country is None:
+        return code
+    name = getattr(country, "common_name", None) or country.name
+    return _country_translation(language).gettext(name)
+
+
+def variant_of(seed: str) -> int:
+    """A stable small number per supporter, so wording varies but re-renders are identical."""
+    return int.from_bytes(hashlib.sha256(seed.encode()).digest()[:4], "big")
+
+
+def diplomats_for(campaign: Campaign, country: str) -> list[Diplomat]:
+    if not campaign.diplomats_of:
+        return []
+    from .db import db
+
+    return list(
+        db.session.scalars(
+            db.select(Diplomat)
+            .filter_by(target_state=campaign.diplomats_of, country=country)
+            .order_by(Diplomat.name)
+        )
+    )
+
+
+def copies_for(campaign: Campaign, language: str, diplomats: list[Diplomat]) -> list[Copy]:
+    copies = [Copy(a.name, a.title_in(language), a.email) for a in campaign.copies]
+    copies += [Copy(d.name, "", d.email or "") for d in diplomats]
+    return copies
+
+
+def render_letter(campaign: Campaign, *, name: str, email: str, language: str, country: str,
+                  message: str | None, seed: str, diplomats: list[Diplomat],
+                  org_name: str) -> Letter:
+    """Render subject, text and HTML for one supporter. HTML is autoescaped."""
+    to: Addressee = campaign.to
+    copies = copies_for(campaign, language, diplomats)
+    context = {
+        "campaign": campaign,
+        "addressee": to,
+        "salutation": to.salutation_in(language),
+        "copies": copies,
+        "supporter": {
+            "name": name,
+            "email": email,
+            "country": country,
+            "country_name": country_name_in(country, language),
+            "message": message,
+        },
+        "language": language,
+        "variant": variant_of(seed),
+        "org_name": org_name,
+    }
+    env = current_app.jinja_env
+    base = f"email/{campaign.slug}/{language}/"
+    subject = env.get_template(base + "subject.txt").render(context)
+    subject = " ".join(subject.split())[:SUBJECT_MAX]
+    text = env.get_template(base + "letter.txt").render(context).strip() + "\n"
+    html = env.get_template(base + "letter.html").render(context)
+    return Letter(
+        subject=subject,
+        text=text,
+        html=html,
+        to=(Recipient(to.name, to.email),),
+        cc=tuple(Recipient(c.name, c.email) for c in copies if c.email),
+    )

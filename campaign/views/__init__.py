@@ -1,0 +1,65 @@
+"""Blueprints, CSRF, rate limits and error pages. Views are thin: parse, call one
+service function, map domain errors to status codes."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, jsonify, render_template, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
+
+csrf = CSRFProtect()
+limiter = Limiter(key_func=get_remote_address, strategy="moving-window")
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def register_views(app: Flask) -> None:
+    from . import admin, api, auth, manage, public
+
+    csrf.init_app(app)
+    limiter.init_app(app)
+    app.register_blueprint(public.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(manage.bp)
+    app.register_blueprint(admin.bp)
+    csrf.exempt(api.bp)  # JSON only: browsers cannot send it cross-site without CORS
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(e: CSRFError) -> tuple[str, int]:
+        return render_template("error.html", code=400,
+                               message="This form has expired or was not sent from our page. "
+                                       "Please go back, reload the page and try again; "
+                                       "nothing you typed was sent."), 400
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException) -> tuple[Response | str, int]:
+        code = e.code or 500
+        if _wants_json():
+            return jsonify(error=e.name.lower().replace(" ", "_"), message=e.description,
+                           fields={}), code
+        return render_template("error.html", code=code, message=e.description), code
+
+    @app.errorhandler(Exception)
+    def unexpected(e: Exception) -> tuple[Response | str, int]:
+        app.logger.exception("unhandled error")
+        if _wants_json():
+            return jsonify(error="internal_error", message="Something went wrong on our side; "
+                           "nothing was lost, please try again.", fields={}), 500
+        return render_template("error.html", code=500,
+                               message="Something went wrong on our side."), 500
+
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+            "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        )
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        return response

@@ -1,0 +1,99 @@
+"""JSON API: ``POST /api/v1/campaigns/<slug>/appeals`` and friends.
+
+Bad input answers 400 (not JSON, not an object) or 422 (field errors) with
+``{"error", "fields"}``; it never answers 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
+
+from .. import appeals
+from ..campaigns import all_campaigns, get_campaign
+from ..db import db
+from ..exceptions import (
+    CampaignClosed,
+    DuplicateAppeal,
+    InvalidInput,
+    TokenInvalid,
+    UnknownCampaign,
+)
+from ..intake import parse_supporter
+from ..models import Appeal
+from . import limiter
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+Reply = tuple[Response, int]
+
+
+def _error(code: int, error: str, message: str, fields: dict[str, str] | None = None) -> Reply:
+    return jsonify(error=error, message=message, fields=fields or {}), code
+
+
+def _appeal_limit() -> str:
+    return str(current_app.config["RATELIMIT_APPEALS"])
+
+
+@bp.get("/campaigns")
+def campaigns() -> Response:
+    return jsonify(campaigns=[
+        {"slug": c.slug, "title": c.title, "languages": list(c.languages),
+         "deadline": c.deadline.isoformat() if c.deadline else None}
+        for c in all_campaigns().values()
+    ])
+
+
+def _status(appeal: Appeal) -> dict[str, Any]:
+    return {"id": appeal.public_id, "status": appeal.status, "campaign": appeal.campaign,
+            "status_url": url_for("api.appeal_status", public_id=appeal.public_id,
+                                  _external=True)}
+
+
+@bp.post("/campaigns/<slug>/appeals")
+@limiter.limit(_appeal_limit)
+def submit(slug: str) -> Reply:
+    try:
+        campaign = get_campaign(slug)
+    except UnknownCampaign:
+        return _error(404, "unknown_campaign", "There is no such campaign.")
+    if not request.is_json:
+        return _error(400, "not_json", "Send a JSON object with Content-Type: application/json.")
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        return _error(400, "bad_json", "The body must be a JSON object.")
+    try:
+        supporter = parse_supporter(data, campaign,
+                                    current_app.config["EMAIL_CHECK_DELIVERABILITY"])
+    except InvalidInput as e:
+        return _error(422, "invalid_input", "Some fields need attention.", e.fields)
+    try:
+        appeal = appeals.submit(campaign, supporter)
+    except DuplicateAppeal:
+        return _error(409, "duplicate", "An appeal from this address was already sent in "
+                      "this campaign.", {"email": "Already used in this campaign."})
+    except CampaignClosed:
+        return _error(409, "campaign_paused", "This campaign is not taking appeals right now.")
+    return jsonify(_status(appeal)), 202
+
+
+@bp.get("/appeals/<public_id>")
+def appeal_status(public_id: str) -> Reply:
+    appeal = db.session.scalar(db.select(Appeal).filter_by(public_id=public_id[:36]))
+    if appeal is None:
+        return _error(404, "not_found", "No appeal has this id.")
+    body = _status(appeal)
+    body["created_at"] = appeal.created_at.isoformat()
+    body["sent_at"] = appeal.sent_at.isoformat() if appeal.sent_at else None
+    return jsonify(body), 200
+
+
+@bp.post("/confirm/<token>")
+def confirm(token: str) -> Reply:
+    try:
+        appeal = appeals.confirm(token)
+    except TokenInvalid:
+        return _error(404, "invalid_token", "This link is not valid, or was used already.")
+    return jsonify(_status(appeal)), 200

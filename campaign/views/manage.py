@@ -1,0 +1,58 @@
+"""Campaign managers: the send queue at a glance, and the local mail capture."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, current_app, render_template
+
+from .. import capture
+from ..appeals import counts_by_status
+from ..db import db
+from ..models import Appeal, Role, Status
+from ..users import role_required
+
+bp = Blueprint("manage", __name__, url_prefix="/manage")
+
+
+@bp.get("")
+@role_required(Role.MANAGER)
+def dashboard() -> str:
+    latest = db.session.scalars(db.select(Appeal).order_by(Appeal.id.desc()).limit(50)).all()
+    failures = db.session.scalars(
+        db.select(Appeal).where(Appeal.status.in_((Status.FAILED, Status.RETRYING, Status.HELD)))
+        .order_by(Appeal.updated_at.desc()).limit(50)).all()
+    return render_template("manage/dashboard.html", counts=counts_by_status(), latest=latest,
+                           failures=failures, capture_on=_capture_dir() is not None)
+
+
+def _capture_dir() -> str | None:
+    return current_app.config["MAIL_CAPTURE_DIR"] if current_app.config["MAIL_CAPTURE"] else None
+
+
+@bp.get("/mail")
+@role_required(Role.MANAGER)
+def mail() -> str:
+    directory = _capture_dir()
+    if directory is None:
+        return render_template("manage/mail.html", messages=[], total=0, capture_on=False)
+    return render_template("manage/mail.html", messages=capture.latest(directory, 100),
+                           total=capture.count(directory), capture_on=True)
+
+
+@bp.get("/mail/<key>")
+@role_required(Role.MANAGER)
+def mail_message(key: str) -> str:
+    directory = _capture_dir()
+    item = capture.get(directory, key) if directory else None
+    if item is None:
+        abort(404, "No such captured message.")
+    return render_template("manage/mail_message.html", item=item)
+
+
+@bp.get("/mail/<key>/raw")
+@role_required(Role.MANAGER)
+def mail_raw(key: str) -> Response:
+    directory = _capture_dir()
+    item = capture.get(directory, key) if directory else None
+    if item is None:
+        abort(404, "No such captured message.")
+    return Response(item.message.as_bytes(), mimetype="text/plain")
