@@ -20,8 +20,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from campaign.queue import rq
     from campaign.views import register_views
 
-    app = Flask(__name__, instance_path=os.environ.get("INSTANCE_PATH") or None,
-                instance_relative_config=True)
+    app = Flask(
+        __name__,
+        instance_path=os.environ.get("INSTANCE_PATH") or None,
+        instance_relative_config=True,
+    )
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.update(config.defaults(app.instance_path))
     sources: dict[str, str] = {}
@@ -39,8 +42,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     config.finish(app.config, app.instance_path)
 
     db.init_app(app)
-    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "migrations"),
-                     render_as_batch=True)
+    migrate.init_app(
+        app,
+        db,
+        directory=os.path.join(os.path.dirname(__file__), "migrations"),
+        render_as_batch=True,
+    )
     rq.init_app(app)
     campaigns.init_app(app)
     users.init_app(app)

@@ -36,16 +36,32 @@ def new_token() -> tuple[str, str]:
 
 def options_for(slug: str) -> CampaignOption:
     option = db.session.get(CampaignOption, slug)
-    return option if option is not None else CampaignOption(
-        slug=slug, confirmation_required=True, paused=False)
+    return (
+        option
+        if option is not None
+        else CampaignOption(slug=slug, confirmation_required=True, paused=False)
+    )
 
 
-def record(appeal_ids: Iterable[int], from_status: str | None, to_status: str,
-           reason: str | None = None, at: datetime | None = None) -> None:
+def record(
+    appeal_ids: Iterable[int],
+    from_status: str | None,
+    to_status: str,
+    reason: str | None = None,
+    at: datetime | None = None,
+) -> None:
     """Add one event row per appeal, in bulk; the caller commits."""
     at = at or utcnow()
-    rows = [{"appeal_id": i, "from_status": from_status, "to_status": to_status,
-             "reason": reason, "at": at} for i in appeal_ids]
+    rows = [
+        {
+            "appeal_id": i,
+            "from_status": from_status,
+            "to_status": to_status,
+            "reason": reason,
+            "at": at,
+        }
+        for i in appeal_ids
+    ]
     if rows:
         db.session.execute(insert(AppealEvent), rows)
 
@@ -62,7 +78,8 @@ def submit(campaign: Campaign, supporter: SupporterInput) -> Appeal:
     if options.paused:
         raise CampaignClosed(campaign.slug)
     existing = db.session.scalar(
-        db.select(Appeal).filter_by(campaign=campaign.slug, email=supporter.email))
+        db.select(Appeal).filter_by(campaign=campaign.slug, email=supporter.email)
+    )
     if existing is not None:
         if existing.status != Status.AWAITING_CONFIRMATION:
             raise DuplicateAppeal(campaign.slug)
@@ -72,10 +89,16 @@ def submit(campaign: Campaign, supporter: SupporterInput) -> Appeal:
             setattr(appeal, field, getattr(supporter, field))
         record([appeal.id], appeal.status, appeal.status, "resubmitted")
     else:
-        appeal = Appeal(public_id=str(uuid.uuid4()), campaign=campaign.slug,
-                        name=supporter.name, email=supporter.email,
-                        language=supporter.language, country=supporter.country,
-                        message=supporter.message, status=Status.AWAITING_CONFIRMATION)
+        appeal = Appeal(
+            public_id=str(uuid.uuid4()),
+            campaign=campaign.slug,
+            name=supporter.name,
+            email=supporter.email,
+            language=supporter.language,
+            country=supporter.country,
+            message=supporter.message,
+            status=Status.AWAITING_CONFIRMATION,
+        )
         db.session.add(appeal)
         try:
             db.session.flush()
@@ -109,8 +132,9 @@ def confirm(token: str) -> Appeal:
     claimed = db.session.execute(
         update(Appeal)
         .where(Appeal.id == appeal.id, Appeal.status == Status.AWAITING_CONFIRMATION)
-        .values(status=Status.QUEUED, confirm_token_hash=None, confirmed_at=utcnow(),
-                status_reason=None)
+        .values(
+            status=Status.QUEUED, confirm_token_hash=None, confirmed_at=utcnow(), status_reason=None
+        )
     ).rowcount
     if claimed != 1:  # a concurrent confirm won
         db.session.rollback()
@@ -124,7 +148,8 @@ def confirm(token: str) -> Appeal:
 
 def counts_by_status() -> dict[str, int]:
     rows = db.session.execute(
-        db.select(Appeal.status, db.func.count()).group_by(Appeal.status)).all()
+        db.select(Appeal.status, db.func.count()).group_by(Appeal.status)
+    ).all()
     counts = dict.fromkeys(Status.ALL, 0)
     counts.update({status: n for status, n in rows})
     return counts

@@ -25,8 +25,10 @@ class MaildirHandler:
         self.maildir = mailbox.Maildir(str(directory), create=True)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        head = (f"{ENVELOPE_FROM}: {envelope.mail_from}\r\n"
-                f"{ENVELOPE_TO}: {', '.join(envelope.rcpt_tos)}\r\n").encode()
+        head = (
+            f"{ENVELOPE_FROM}: {envelope.mail_from}\r\n"
+            f"{ENVELOPE_TO}: {', '.join(envelope.rcpt_tos)}\r\n"
+        ).encode()
         self.maildir.add(head + envelope.original_content)
         return "250 Message accepted for delivery"
 
@@ -78,8 +80,9 @@ def count(directory: str | Path) -> int:
 
 def latest(directory: str | Path, limit: int = 50) -> list[Captured]:
     """The newest captured messages first; only those are read and parsed."""
-    stamped = sorted(((p.stat().st_mtime, k, p) for k, p in _files(directory).items()),
-                     reverse=True)
+    stamped = sorted(
+        ((p.stat().st_mtime, k, p) for k, p in _files(directory).items()), reverse=True
+    )
     return [_load(k, p) for _, k, p in stamped[:limit]]
 
 
@@ -92,8 +95,9 @@ def serve(directory: str | Path, host: str = "127.0.0.1", port: int = 1025) -> N
     """Run the capture server in the foreground until interrupted."""
     from aiosmtpd.controller import Controller
 
-    controller = Controller(MaildirHandler(directory), hostname=host, port=port,
-                            data_size_limit=10 * 1024 * 1024)
+    controller = Controller(
+        MaildirHandler(directory), hostname=host, port=port, data_size_limit=10 * 1024 * 1024
+    )
     controller.start()
     print(f"mail capture listening on {host}:{port}, storing in {directory}", flush=True)
     try:

@@ -17,9 +17,13 @@ capture_cli = AppGroup("capture", help="The local mail capture.")
 @users_cli.command("create")
 @click.argument("email")
 @click.option("--role", type=click.Choice(Role.ALL), default=Role.MANAGER, show_default=True)
-@click.option("--password", envvar="NEW_USER_PASSWORD", default=None,
-              help="Default: generated and printed once. Prefer the NEW_USER_PASSWORD "
-                   "variable to keep it out of shell history.")
+@click.option(
+    "--password",
+    envvar="NEW_USER_PASSWORD",
+    default=None,
+    help="Default: generated and printed once. Prefer the NEW_USER_PASSWORD "
+    "variable to keep it out of shell history.",
+)
 def create_user_command(email: str, role: str, password: str | None) -> None:
     """Add a staff account."""
     from .users import create_user
@@ -58,8 +62,11 @@ def capture_serve_command(host: str, port: int | None) -> None:
     """Run the local SMTP capture in the foreground."""
     from .capture import serve
 
-    serve(current_app.config["MAIL_CAPTURE_DIR"], host,
-          port or current_app.config["MAIL_CAPTURE_PORT"])
+    serve(
+        current_app.config["MAIL_CAPTURE_DIR"],
+        host,
+        port or current_app.config["MAIL_CAPTURE_PORT"],
+    )
 
 
 def init_app(app: Flask) -> None:

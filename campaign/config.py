@@ -86,8 +86,16 @@ def defaults(instance_path: str) -> dict[str, Any]:
 def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     """Pick the settings the environment gives; unset variables are left out."""
     out: dict[str, Any] = {}
-    for name in ("SECRET_KEY", "REDIS_URL", "MAIL_SERVER", "MAIL_USERNAME", "MAIL_PASSWORD",
-                 "MAIL_DEFAULT_SENDER", "ORG_NAME", "PUBLIC_URL"):
+    for name in (
+        "SECRET_KEY",
+        "REDIS_URL",
+        "MAIL_SERVER",
+        "MAIL_USERNAME",
+        "MAIL_PASSWORD",
+        "MAIL_DEFAULT_SENDER",
+        "ORG_NAME",
+        "PUBLIC_URL",
+    ):
         if environ.get(name):
             out[name] = environ[name]
     if environ.get("DATABASE_URL"):
@@ -102,8 +110,9 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
 
 def finish(config: dict[str, Any], instance_path: str) -> None:
     """Derive the settings that depend on others, after all layers are applied."""
-    config["SQLALCHEMY_DATABASE_URI"] = database_url(config["SQLALCHEMY_DATABASE_URI"],
-                                                     instance_path)
+    config["SQLALCHEMY_DATABASE_URI"] = database_url(
+        config["SQLALCHEMY_DATABASE_URI"], instance_path
+    )
     if not config.get("MAIL_SERVER"):
         # No relay configured: the local capture receives everything.
         config["MAIL_SERVER"] = "127.0.0.1"

@@ -43,13 +43,21 @@ class RelayConnection(Connection):
     Use as a context manager; ``send_bytes`` sends a prepared message.
     """
 
-    def __init__(self, relay: RelaySettings, *, loopback_only: bool = False,
-                 max_emails: int | None = None) -> None:
+    def __init__(
+        self, relay: RelaySettings, *, loopback_only: bool = False, max_emails: int | None = None
+    ) -> None:
         state = _Mail(
-            server=relay.host, username=relay.username, password=relay.password,
-            port=relay.port, use_tls=relay.security == "starttls",
-            use_ssl=relay.security == "ssl", default_sender=relay.sender, debug=0,
-            max_emails=max_emails, suppress=False, ascii_attachments=False,
+            server=relay.host,
+            username=relay.username,
+            password=relay.password,
+            port=relay.port,
+            use_tls=relay.security == "starttls",
+            use_ssl=relay.security == "ssl",
+            default_sender=relay.sender,
+            debug=0,
+            max_emails=max_emails,
+            suppress=False,
+            ascii_attachments=False,
         )
         super().__init__(state)  # type: ignore[arg-type]
         self.relay = relay
@@ -78,8 +86,12 @@ class RelayConnection(Connection):
             raise
         return host
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -101,5 +113,6 @@ class RelayConnection(Connection):
         if self.mail.max_emails and self.num_emails >= self.mail.max_emails:
             self.num_emails = 0
             self.close()
-        return SendResult(refused={k: (v[0], v[1].decode("utf-8", "replace"))
-                                   for k, v in refused.items()})
+        return SendResult(
+            refused={k: (v[0], v[1].decode("utf-8", "replace")) for k, v in refused.items()}
+        )

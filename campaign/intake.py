@@ -44,8 +44,13 @@ def _has_control(text: str, allow_newline: bool = False) -> bool:
     return False
 
 
-def _text(data: Mapping[str, Any], key: str, errors: dict[str, str], required: bool = True,
-          maximum: int = 200) -> str | None:
+def _text(
+    data: Mapping[str, Any],
+    key: str,
+    errors: dict[str, str],
+    required: bool = True,
+    maximum: int = 200,
+) -> str | None:
     value = data.get(key)
     if value is None or (isinstance(value, str) and value.strip() == ""):
         if required:
@@ -85,8 +90,9 @@ def normalise_email(value: str, check_deliverability: bool) -> str:
     return result.normalized
 
 
-def parse_supporter(data: Mapping[str, Any], campaign: Campaign,
-                    check_deliverability: bool = False) -> SupporterInput:
+def parse_supporter(
+    data: Mapping[str, Any], campaign: Campaign, check_deliverability: bool = False
+) -> SupporterInput:
     """Validate raw input; raise :class:`InvalidInput` listing every bad field at once."""
     if not isinstance(data, Mapping):
         raise InvalidInput({"_": "Expected a JSON object."})
@@ -113,7 +119,8 @@ def parse_supporter(data: Mapping[str, Any], campaign: Campaign,
             known = language_name(language)
             errors["language"] = (
                 f"Letters in {known} are not available yet; choose one of: {offered}."
-                if known else f"Unknown language code; choose one of: {offered}."
+                if known
+                else f"Unknown language code; choose one of: {offered}."
             )
             language = None
 
@@ -140,5 +147,6 @@ def parse_supporter(data: Mapping[str, Any], campaign: Campaign,
     if errors:
         raise InvalidInput(errors)
     assert name and email and language and country
-    return SupporterInput(name=name, email=email, language=language, country=country,
-                          message=message or None)
+    return SupporterInput(
+        name=name, email=email, language=language, country=country, message=message or None
+    )

@@ -27,8 +27,12 @@ RETRY_BACKOFF = (30, 60, 300, 900, 1800)
 """Seconds to wait before attempt 2, 3, …"""
 
 
-_SESSION_ERRORS = (smtplib.SMTPConnectError, smtplib.SMTPHeloError,
-                   smtplib.SMTPAuthenticationError, smtplib.SMTPNotSupportedError)
+_SESSION_ERRORS = (
+    smtplib.SMTPConnectError,
+    smtplib.SMTPHeloError,
+    smtplib.SMTPAuthenticationError,
+    smtplib.SMTPNotSupportedError,
+)
 
 
 class TransientDeliveryError(Exception):
@@ -36,9 +40,11 @@ class TransientDeliveryError(Exception):
 
 
 def _connection(relay: object) -> RelayConnection:
-    return RelayConnection(relay,  # type: ignore[arg-type]
-                           loopback_only=current_app.config["MAIL_LOOPBACK_ONLY"],
-                           max_emails=current_app.config.get("MAIL_MAX_EMAILS"))
+    return RelayConnection(
+        relay,  # type: ignore[arg-type]
+        loopback_only=current_app.config["MAIL_LOOPBACK_ONLY"],
+        max_emails=current_app.config.get("MAIL_MAX_EMAILS"),
+    )
 
 
 def send_confirmation(appeal_id: int) -> None:
@@ -59,8 +65,7 @@ def _claim(appeal_ids: list[int]) -> list[Appeal]:
     now = utcnow()
     claimed = db.session.scalars(
         update(Appeal)
-        .where(Appeal.id.in_(appeal_ids),
-               Appeal.status.in_((Status.QUEUED, Status.RETRYING)))
+        .where(Appeal.id.in_(appeal_ids), Appeal.status.in_((Status.QUEUED, Status.RETRYING)))
         .values(status=Status.SENDING, attempts=Appeal.attempts + 1, updated_at=now)
         .returning(Appeal.id)
     ).all()
@@ -68,16 +73,18 @@ def _claim(appeal_ids: list[int]) -> list[Appeal]:
     db.session.commit()
     if not claimed:
         return []
-    return list(db.session.scalars(db.select(Appeal).where(Appeal.id.in_(claimed))
-                                   .order_by(Appeal.id)))
+    return list(
+        db.session.scalars(db.select(Appeal).where(Appeal.id.in_(claimed)).order_by(Appeal.id))
+    )
 
 
 def _classify(exc: BaseException) -> tuple[bool, str]:
     """(permanent?, reason) for an error from the relay."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         codes = [c for c, _ in exc.recipients.values()]
-        detail = "; ".join(f"{r}: {c} {m.decode('utf-8', 'replace')}"
-                           for r, (c, m) in exc.recipients.items())
+        detail = "; ".join(
+            f"{r}: {c} {m.decode('utf-8', 'replace')}" for r, (c, m) in exc.recipients.items()
+        )
         return all(c >= 500 for c in codes), f"recipients refused: {detail}"
     if isinstance(exc, smtplib.SMTPResponseException):
         message = exc.smtp_error
@@ -112,10 +119,14 @@ def deliver_appeals(appeal_ids: list[int]) -> dict[str, int]:
                 appeal = pending[0]
                 outgoing = appeal_message(appeal, relay)
                 try:
-                    result = connection.send_bytes(outgoing.envelope_from, outgoing.recipients,
-                                                   outgoing.data)
-                except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError,
-                        smtplib.SMTPSenderRefused) as exc:
+                    result = connection.send_bytes(
+                        outgoing.envelope_from, outgoing.recipients, outgoing.data
+                    )
+                except (
+                    smtplib.SMTPRecipientsRefused,
+                    smtplib.SMTPDataError,
+                    smtplib.SMTPSenderRefused,
+                ) as exc:
                     # This message was refused; the session goes on with the next one.
                     permanent, reason = _classify(exc)
                     _fail_or_retry(appeal, reason, permanent)
@@ -128,7 +139,8 @@ def deliver_appeals(appeal_ids: list[int]) -> dict[str, int]:
                 appeal.next_attempt_at = None
                 appeal.status_reason = (
                     "; ".join(f"{r} refused: {c} {m}" for r, (c, m) in result.refused.items())
-                    or None)
+                    or None
+                )
                 record([appeal.id], Status.SENDING, Status.SENT, appeal.status_reason)
     except (smtplib.SMTPException, OSError) as exc:
         permanent, reason = _classify(exc)

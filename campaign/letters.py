@@ -44,8 +44,9 @@ class Copy:
 
 @cache
 def _country_translation(language: str) -> gettext.NullTranslations:
-    return gettext.translation("iso3166-1", pycountry.LOCALES_DIR, languages=[language],
-                               fallback=True)
+    return gettext.translation(
+        "iso3166-1", pycountry.LOCALES_DIR, languages=[language], fallback=True
+    )
 
 
 def country_name_in(code: str, language: str) -> str:
@@ -82,9 +83,18 @@ def copies_for(campaign: Campaign, language: str, diplomats: list[Diplomat]) -> 
     return copies
 
 
-def render_letter(campaign: Campaign, *, name: str, email: str, language: str, country: str,
-                  message: str | None, seed: str, diplomats: list[Diplomat],
-                  org_name: str) -> Letter:
+def render_letter(
+    campaign: Campaign,
+    *,
+    name: str,
+    email: str,
+    language: str,
+    country: str,
+    message: str | None,
+    seed: str,
+    diplomats: list[Diplomat],
+    org_name: str,
+) -> Letter:
     """Render subject, text and HTML for one supporter. HTML is autoescaped."""
     to: Addressee = campaign.to
     copies = copies_for(campaign, language, diplomats)

@@ -31,9 +31,15 @@ class Outgoing:
 def letter_for(appeal: Appeal, org_name: str) -> Letter:
     campaign = get_campaign(appeal.campaign)
     return render_letter(
-        campaign, name=appeal.name, email=appeal.email, language=appeal.language,
-        country=appeal.country, message=appeal.message, seed=appeal.email,
-        diplomats=diplomats_for(campaign, appeal.country), org_name=org_name,
+        campaign,
+        name=appeal.name,
+        email=appeal.email,
+        language=appeal.language,
+        country=appeal.country,
+        message=appeal.message,
+        seed=appeal.email,
+        diplomats=diplomats_for(campaign, appeal.country),
+        org_name=org_name,
     )
 
 
@@ -49,7 +55,10 @@ def appeal_message(appeal: Appeal, relay: RelaySettings, letter: Letter | None =
         reply_to=(appeal.name, appeal.email),
         to=[(r.name, r.email) for r in letter.to],
         cc=[(r.name, r.email) for r in letter.cc],
-        subject=letter.subject, text=letter.text, html=letter.html, message_id=message_id,
+        subject=letter.subject,
+        text=letter.text,
+        html=letter.html,
+        message_id=message_id,
     )
     recipients = [r.email for r in (*letter.to, *letter.cc)]
     return Outgoing(relay.sender, recipients, data, message_id)
@@ -65,9 +74,14 @@ def confirmation_message(appeal: Appeal, token: str, relay: RelaySettings) -> Ou
     campaign = get_campaign(appeal.campaign)
     letter = letter_for(appeal, relay.org_name)
     env = current_app.jinja_env
-    context = {"appeal": appeal, "campaign": campaign, "letter": letter,
-               "confirm_url": confirm_url(token), "org_name": relay.org_name,
-               "language": appeal.language}
+    context = {
+        "appeal": appeal,
+        "campaign": campaign,
+        "letter": letter,
+        "confirm_url": confirm_url(token),
+        "org_name": relay.org_name,
+        "language": appeal.language,
+    }
 
     def render(part: str) -> str:
         # The supporter's language if we have the wording, else English.
@@ -76,9 +90,13 @@ def confirmation_message(appeal: Appeal, token: str, relay: RelaySettings) -> Ou
 
     message_id = mime.make_message_id(sender_domain(relay))
     data = mime.build(
-        sender=(relay.org_name, relay.sender), reply_to=None,
-        to=[(appeal.name, appeal.email)], cc=[], subject=" ".join(render("subject.txt").split()),
-        text=render("body.txt"), html=render("body.html"), message_id=message_id,
+        sender=(relay.org_name, relay.sender),
+        reply_to=None,
+        to=[(appeal.name, appeal.email)],
+        cc=[],
+        subject=" ".join(render("subject.txt").split()),
+        text=render("body.txt"),
+        html=render("body.html"),
+        message_id=message_id,
     )
     return Outgoing(relay.sender, [appeal.email], data, message_id)
-

@@ -76,9 +76,18 @@ def _qp(text: str) -> bytes:
     return binascii.b2a_qp(normalised, istext=True).replace(b"\n", b"\r\n")
 
 
-def build(*, sender: tuple[str, str], reply_to: tuple[str, str] | None,
-          to: Iterable[tuple[str, str]], cc: Iterable[tuple[str, str]], subject: str,
-          text: str, html: str | None, message_id: str, date: float | None = None) -> bytes:
+def build(
+    *,
+    sender: tuple[str, str],
+    reply_to: tuple[str, str] | None,
+    to: Iterable[tuple[str, str]],
+    cc: Iterable[tuple[str, str]],
+    subject: str,
+    text: str,
+    html: str | None,
+    message_id: str,
+    date: float | None = None,
+) -> bytes:
     """Assemble a complete RFC 5322 message as bytes, ready for ``sendmail``."""
     headers = [
         f"From: {address(*sender)}",
@@ -97,23 +106,29 @@ def build(*, sender: tuple[str, str], reply_to: tuple[str, str] | None,
     ]
     text_part = _qp(text)
     if html is None:
-        headers += ['Content-Type: text/plain; charset="utf-8"',
-                    "Content-Transfer-Encoding: quoted-printable"]
+        headers += [
+            'Content-Type: text/plain; charset="utf-8"',
+            "Content-Transfer-Encoding: quoted-printable",
+        ]
         return ("\r\n".join(headers) + "\r\n\r\n").encode("ascii") + text_part
     # "=_" can never occur in quoted-printable output, so the boundary is safe.
     boundary = "=_" + secrets.token_hex(12)
     headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
-    part_head = ("--{b}\r\nContent-Type: text/{kind}; charset=\"utf-8\"\r\n"
-                 "Content-Transfer-Encoding: quoted-printable\r\n\r\n")
-    return b"".join((
-        ("\r\n".join(headers) + "\r\n\r\n").encode("ascii"),
-        part_head.format(b=boundary, kind="plain").encode("ascii"),
-        text_part,
-        b"\r\n",
-        part_head.format(b=boundary, kind="html").encode("ascii"),
-        _qp(html),
-        f"\r\n--{boundary}--\r\n".encode("ascii"),
-    ))
+    part_head = (
+        '--{b}\r\nContent-Type: text/{kind}; charset="utf-8"\r\n'
+        "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+    )
+    return b"".join(
+        (
+            ("\r\n".join(headers) + "\r\n\r\n").encode("ascii"),
+            part_head.format(b=boundary, kind="plain").encode("ascii"),
+            text_part,
+            b"\r\n",
+            part_head.format(b=boundary, kind="html").encode("ascii"),
+            _qp(html),
+            f"\r\n--{boundary}--\r\n".encode("ascii"),
+        )
+    )
 
 
 def make_message_id(domain: str) -> str:

@@ -146,8 +146,7 @@ class AppealEvent(db.Model):
     __tablename__ = "appeal_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    appeal_id: Mapped[int] = mapped_column(ForeignKey("appeals.id", ondelete="CASCADE"),
-                                           index=True)
+    appeal_id: Mapped[int] = mapped_column(ForeignKey("appeals.id", ondelete="CASCADE"), index=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     from_status: Mapped[str | None] = mapped_column(String(24))
     to_status: Mapped[str] = mapped_column(String(24))

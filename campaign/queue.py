@@ -32,13 +32,19 @@ class RQ(flask_rq.RQ):
     def init_app(self, app: Flask) -> None:  # type: ignore[override]
         super().init_app(app)
         self._queues[app] = {
-            name: Queue(name, connection=q.connection, is_async=q._is_async,
-                        job_class=q.job_class, serializer=JSONSerializer)
+            name: Queue(
+                name,
+                connection=q.connection,
+                is_async=q._is_async,
+                job_class=q.job_class,
+                serializer=JSONSerializer,
+            )
             for name, q in self._queues[app].items()
         }
 
-    def make_worker(self, queues: list[str] | tuple[str, ...] | None = None,
-                    **kwargs: Any) -> BaseWorker:
+    def make_worker(
+        self, queues: list[str] | tuple[str, ...] | None = None, **kwargs: Any
+    ) -> BaseWorker:
         kwargs.setdefault("serializer", JSONSerializer)
         return super().make_worker(queues, **kwargs)
 
@@ -54,15 +60,17 @@ def _enqueue(queue: str, func: str, *args: Any, **kwargs: Any) -> bool:
     try:
         rq.get_queue(queue).enqueue(func, *args, **kwargs)
     except RedisError as e:
-        current_app.logger.warning("broker unavailable (%s); %s%s left for the sweeper",
-                                   e, func, args)
+        current_app.logger.warning(
+            "broker unavailable (%s); %s%s left for the sweeper", e, func, args
+        )
         return False
     return True
 
 
 def enqueue_confirmation(appeal_id: int) -> bool:
-    return _enqueue(SUPPORTERS, "campaign.jobs.send_confirmation", appeal_id,
-                    retry=CONFIRMATION_RETRY)
+    return _enqueue(
+        SUPPORTERS, "campaign.jobs.send_confirmation", appeal_id, retry=CONFIRMATION_RETRY
+    )
 
 
 def enqueue_delivery(appeal_ids: list[int]) -> bool:

@@ -111,7 +111,8 @@ def relay_settings() -> RelaySettings:
         elif key == "relay_security":
             values[key] = _config_security(config)
             sources[key] = env_sources.get("MAIL_USE_TLS") or env_sources.get(
-                "MAIL_USE_SSL", "default")
+                "MAIL_USE_SSL", "default"
+            )
         else:
             values[key] = config.get(config_key)
             sources[key] = env_sources.get(config_key, "default")

@@ -37,6 +37,7 @@ def free_port() -> int:
 
 # --- Redis -------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """TEST_REDIS_URL (CI: the machine's Redis, db 15), else an embedded server of our own."""
@@ -65,6 +66,7 @@ def redis(redis_url: str) -> Iterator[Redis]:
 
 # --- SMTP --------------------------------------------------------------------------------
 
+
 @dataclass
 class Received:
     mail_from: str
@@ -87,8 +89,14 @@ class SinkHandler:
     data_replies: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Envelope,  # noqa: N802
-                          address: str, rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self,
+        server: Any,
+        session: Any,
+        envelope: Envelope,  # noqa: N802
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
         reply = self.rcpt_replies.get(address)
         if reply:
             return reply
@@ -99,8 +107,13 @@ class SinkHandler:
         with self.lock:
             if self.data_replies:
                 return self.data_replies.pop(0)
-            self.received.append(Received(str(envelope.mail_from), list(envelope.rcpt_tos),
-                                          bytes(envelope.original_content or b"")))
+            self.received.append(
+                Received(
+                    str(envelope.mail_from),
+                    list(envelope.rcpt_tos),
+                    bytes(envelope.original_content or b""),
+                )
+            )
         return "250 Message accepted"
 
 
@@ -129,8 +142,11 @@ def smtp() -> Iterator[SmtpSink]:
 
 # --- Databases ---------------------------------------------------------------------------
 
+
 def _postgres_admin_url() -> str | None:
-    return os.environ.get("TEST_DATABASE_URL") or "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    return (
+        os.environ.get("TEST_DATABASE_URL") or "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    )
 
 
 def _postgres_reachable(url: str) -> bool:
@@ -206,8 +222,14 @@ def backend(request: pytest.FixtureRequest, database_urls: dict[str, str]) -> st
 
 
 @pytest.fixture
-def app(backend: str, database_urls: dict[str, str], redis: Redis, redis_url: str,
-        smtp: SmtpSink, tmp_path: Path) -> Iterator[Any]:
+def app(
+    backend: str,
+    database_urls: dict[str, str],
+    redis: Redis,
+    redis_url: str,
+    smtp: SmtpSink,
+    tmp_path: Path,
+) -> Iterator[Any]:
     config = _base_config(database_urls[backend], redis_url, smtp.port)
     config["MAIL_CAPTURE_DIR"] = str(tmp_path / "capture")
     app = create_app(config)
@@ -242,8 +264,9 @@ def work(app: Any, redis: Redis) -> Any:
     def run() -> None:
         with app.app_context():
             queues = list(rq.queues.values())
-            worker = SimpleWorker(queues, connection=redis, serializer=JSONSerializer,
-                                  job_class=queues[0].job_class)
+            worker = SimpleWorker(
+                queues, connection=redis, serializer=JSONSerializer, job_class=queues[0].job_class
+            )
             worker.work(burst=True)
             db.session.remove()
 

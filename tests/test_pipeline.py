@@ -16,8 +16,14 @@ def _confirmation_body(smtp) -> str:
 
 def test_submit_confirm_deliver_with_every_header(app, client, smtp, work):
     with app.app_context():
-        db.session.add(Diplomat(target_state="ES", country="GB", name="Embassy of Spain in London",
-                                email="emb.londres@maec.test"))
+        db.session.add(
+            Diplomat(
+                target_state="ES",
+                country="GB",
+                name="Embassy of Spain in London",
+                email="emb.londres@maec.test",
+            )
+        )
         db.session.commit()
 
     reply = client.post(APPEALS_URL, json=supporter(name='Ana "Ñ" García, Jr.'))
@@ -76,8 +82,10 @@ def test_submit_confirm_deliver_with_every_header(app, client, smtp, work):
     with app.app_context():
         appeal = db.session.scalar(db.select(Appeal))
         assert appeal.message_id == msg["Message-ID"]
-        moves = [(e.from_status, e.to_status) for e in
-                 db.session.scalars(db.select(AppealEvent).order_by(AppealEvent.id))]
+        moves = [
+            (e.from_status, e.to_status)
+            for e in db.session.scalars(db.select(AppealEvent).order_by(AppealEvent.id))
+        ]
     assert (Status.AWAITING_CONFIRMATION, Status.QUEUED) in moves
     assert moves[-1] == (Status.SENDING, Status.SENT)
 

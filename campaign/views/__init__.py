@@ -31,27 +31,35 @@ def register_views(app: Flask) -> None:
 
     @app.errorhandler(CSRFError)
     def csrf_error(e: CSRFError) -> tuple[str, int]:
-        return render_template("error.html", code=400,
-                               message="This form has expired or was not sent from our page. "
-                                       "Please go back, reload the page and try again; "
-                                       "nothing you typed was sent."), 400
+        return render_template(
+            "error.html",
+            code=400,
+            message="This form has expired or was not sent from our page. "
+            "Please go back, reload the page and try again; "
+            "nothing you typed was sent.",
+        ), 400
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException) -> tuple[Response | str, int]:
         code = e.code or 500
         if _wants_json():
-            return jsonify(error=e.name.lower().replace(" ", "_"), message=e.description,
-                           fields={}), code
+            return jsonify(
+                error=e.name.lower().replace(" ", "_"), message=e.description, fields={}
+            ), code
         return render_template("error.html", code=code, message=e.description), code
 
     @app.errorhandler(Exception)
     def unexpected(e: Exception) -> tuple[Response | str, int]:
         app.logger.exception("unhandled error")
         if _wants_json():
-            return jsonify(error="internal_error", message="Something went wrong on our side; "
-                           "nothing was lost, please try again.", fields={}), 500
-        return render_template("error.html", code=500,
-                               message="Something went wrong on our side."), 500
+            return jsonify(
+                error="internal_error",
+                message="Something went wrong on our side; nothing was lost, please try again.",
+                fields={},
+            ), 500
+        return render_template(
+            "error.html", code=500, message="Something went wrong on our side."
+        ), 500
 
     @app.after_request
     def security_headers(response: Response) -> Response:

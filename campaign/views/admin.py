@@ -35,14 +35,24 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 def _relay_page(form: RelayForm | None = None, code: int = 200) -> tuple[str, int]:
     relay = settings.relay_settings()
     if form is None:
-        form = RelayForm(data={
-            "relay_host": relay.host, "relay_port": relay.port,
-            "relay_security": relay.security, "relay_username": relay.username,
-            "relay_sender": relay.sender, "org_name": relay.org_name,
-        })
-    return render_template("admin/relay.html", form=form, relay=relay,
-                           password_set=bool(relay.password), test_form=TestMailForm(),
-                           campaigns=all_campaigns().values()), code
+        form = RelayForm(
+            data={
+                "relay_host": relay.host,
+                "relay_port": relay.port,
+                "relay_security": relay.security,
+                "relay_username": relay.username,
+                "relay_sender": relay.sender,
+                "org_name": relay.org_name,
+            }
+        )
+    return render_template(
+        "admin/relay.html",
+        form=form,
+        relay=relay,
+        password_set=bool(relay.password),
+        test_form=TestMailForm(),
+        campaigns=all_campaigns().values(),
+    ), code
 
 
 @bp.get("")
@@ -53,9 +63,14 @@ def relay() -> tuple[str, int]:
 
 def _changed_values(form: RelayForm, relay: settings.RelaySettings) -> dict[str, Any]:
     """Only what the admin changed is saved; the rest keeps following the environment."""
-    current = {"relay_host": relay.host, "relay_port": relay.port,
-               "relay_security": relay.security, "relay_username": relay.username or "",
-               "relay_sender": relay.sender, "org_name": relay.org_name}
+    current = {
+        "relay_host": relay.host,
+        "relay_port": relay.port,
+        "relay_security": relay.security,
+        "relay_username": relay.username or "",
+        "relay_sender": relay.sender,
+        "org_name": relay.org_name,
+    }
     changes: dict[str, Any] = {}
     for key, old in current.items():
         new = getattr(form, key).data
@@ -109,20 +124,23 @@ def test_message() -> Response:
     relay = settings.relay_settings()
     # Only ever to the admin's own address: a test must never reach a target.
     data = mime.build(
-        sender=(relay.org_name, relay.sender), reply_to=None,
-        to=[("", current_user.email)], cc=[], subject="Appeal sender: relay test message",
+        sender=(relay.org_name, relay.sender),
+        reply_to=None,
+        to=[("", current_user.email)],
+        cc=[],
+        subject="Appeal sender: relay test message",
         text=f"This is a test message from the appeal sender.\n\nRelay: {relay.host}:"
-             f"{relay.port} ({relay.security}).\nIf you can read this, the relay works.\n",
-        html=None, message_id=mime.make_message_id(sender_domain(relay)))
+        f"{relay.port} ({relay.security}).\nIf you can read this, the relay works.\n",
+        html=None,
+        message_id=mime.make_message_id(sender_domain(relay)),
+    )
     try:
-        with RelayConnection(relay,
-                             loopback_only=current_app.config["MAIL_LOOPBACK_ONLY"]) as conn:
+        with RelayConnection(relay, loopback_only=current_app.config["MAIL_LOOPBACK_ONLY"]) as conn:
             conn.send_bytes(relay.sender, [current_user.email], data)
     except (smtplib.SMTPException, OSError, RelayRefused) as e:
         flash(f"The relay did not accept the test message: {type(e).__name__}: {e}", "error")
     else:
-        flash(f"Test message accepted by {relay.host}:{relay.port} for {current_user.email}.",
-              "ok")
+        flash(f"Test message accepted by {relay.host}:{relay.port} for {current_user.email}.", "ok")
     return redirect(url_for("admin.relay"))
 
 
@@ -139,10 +157,16 @@ def diplomats() -> str | Response | tuple[str, int]:
             if email:
                 email = normalise_email(email, False)
             for state in states:
-                db.session.add(Diplomat(target_state=state, country=form.country.data,
-                                        name=form.name.data.strip(), email=email,
-                                        fax=(form.fax.data or "").strip() or None,
-                                        postal_address=form.postal_address.data or None))
+                db.session.add(
+                    Diplomat(
+                        target_state=state,
+                        country=form.country.data,
+                        name=form.name.data.strip(),
+                        email=email,
+                        fax=(form.fax.data or "").strip() or None,
+                        postal_address=form.postal_address.data or None,
+                    )
+                )
             db.session.commit()
         except EmailNotValidError as e:
             form.email.errors = [str(e)]
@@ -152,10 +176,15 @@ def diplomats() -> str | Response | tuple[str, int]:
             return redirect(url_for("admin.diplomats"))
     elif form.is_submitted():
         code = 422
-    rows = db.session.scalars(db.select(Diplomat).order_by(Diplomat.country,
-                                                           Diplomat.name)).all()
-    return render_template("admin/diplomats.html", form=form, rows=rows, states=states,
-                           delete_form=DeleteForm(), country_name=country_name), code
+    rows = db.session.scalars(db.select(Diplomat).order_by(Diplomat.country, Diplomat.name)).all()
+    return render_template(
+        "admin/diplomats.html",
+        form=form,
+        rows=rows,
+        states=states,
+        delete_form=DeleteForm(),
+        country_name=country_name,
+    ), code
 
 
 @bp.post("/diplomats/<int:diplomat_id>/delete")
@@ -176,7 +205,8 @@ def campaign_options(slug: str) -> str | Response:
     if campaign is None:
         return redirect(url_for("admin.relay"))
     option = db.session.get(CampaignOption, slug) or CampaignOption(
-        slug=slug, confirmation_required=True, paused=False)
+        slug=slug, confirmation_required=True, paused=False
+    )
     form = CampaignOptionsForm(obj=option)
     if form.validate_on_submit():
         option.confirmation_required = bool(form.confirmation_required.data)

@@ -39,17 +39,26 @@ def _appeal_limit() -> str:
 
 @bp.get("/campaigns")
 def campaigns() -> Response:
-    return jsonify(campaigns=[
-        {"slug": c.slug, "title": c.title, "languages": list(c.languages),
-         "deadline": c.deadline.isoformat() if c.deadline else None}
-        for c in all_campaigns().values()
-    ])
+    return jsonify(
+        campaigns=[
+            {
+                "slug": c.slug,
+                "title": c.title,
+                "languages": list(c.languages),
+                "deadline": c.deadline.isoformat() if c.deadline else None,
+            }
+            for c in all_campaigns().values()
+        ]
+    )
 
 
 def _status(appeal: Appeal) -> dict[str, Any]:
-    return {"id": appeal.public_id, "status": appeal.status, "campaign": appeal.campaign,
-            "status_url": url_for("api.appeal_status", public_id=appeal.public_id,
-                                  _external=True)}
+    return {
+        "id": appeal.public_id,
+        "status": appeal.status,
+        "campaign": appeal.campaign,
+        "status_url": url_for("api.appeal_status", public_id=appeal.public_id, _external=True),
+    }
 
 
 @bp.post("/campaigns/<slug>/appeals")
@@ -65,15 +74,20 @@ def submit(slug: str) -> Reply:
     if not isinstance(data, dict):
         return _error(400, "bad_json", "The body must be a JSON object.")
     try:
-        supporter = parse_supporter(data, campaign,
-                                    current_app.config["EMAIL_CHECK_DELIVERABILITY"])
+        supporter = parse_supporter(
+            data, campaign, current_app.config["EMAIL_CHECK_DELIVERABILITY"]
+        )
     except InvalidInput as e:
         return _error(422, "invalid_input", "Some fields need attention.", e.fields)
     try:
         appeal = appeals.submit(campaign, supporter)
     except DuplicateAppeal:
-        return _error(409, "duplicate", "An appeal from this address was already sent in "
-                      "this campaign.", {"email": "Already used in this campaign."})
+        return _error(
+            409,
+            "duplicate",
+            "An appeal from this address was already sent in this campaign.",
+            {"email": "Already used in this campaign."},
+        )
     except CampaignClosed:
         return _error(409, "campaign_paused", "This campaign is not taking appeals right now.")
     return jsonify(_status(appeal)), 202

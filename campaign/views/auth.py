@@ -21,8 +21,13 @@ def _login_limit() -> str:
 
 def _safe_next(target: str | None) -> str:
     # Only local paths: never redirect a fresh login to another site.
-    if target and target.startswith("/") and not target.startswith("//") \
-            and not urlsplit(target).netloc and "\\" not in target:
+    if (
+        target
+        and target.startswith("/")
+        and not target.startswith("//")
+        and not urlsplit(target).netloc
+        and "\\" not in target
+    ):
         return target
     return url_for("manage.dashboard")
 

@@ -18,10 +18,18 @@ bp = Blueprint("manage", __name__, url_prefix="/manage")
 def dashboard() -> str:
     latest = db.session.scalars(db.select(Appeal).order_by(Appeal.id.desc()).limit(50)).all()
     failures = db.session.scalars(
-        db.select(Appeal).where(Appeal.status.in_((Status.FAILED, Status.RETRYING, Status.HELD)))
-        .order_by(Appeal.updated_at.desc()).limit(50)).all()
-    return render_template("manage/dashboard.html", counts=counts_by_status(), latest=latest,
-                           failures=failures, capture_on=_capture_dir() is not None)
+        db.select(Appeal)
+        .where(Appeal.status.in_((Status.FAILED, Status.RETRYING, Status.HELD)))
+        .order_by(Appeal.updated_at.desc())
+        .limit(50)
+    ).all()
+    return render_template(
+        "manage/dashboard.html",
+        counts=counts_by_status(),
+        latest=latest,
+        failures=failures,
+        capture_on=_capture_dir() is not None,
+    )
 
 
 def _capture_dir() -> str | None:
@@ -34,8 +42,12 @@ def mail() -> str:
     directory = _capture_dir()
     if directory is None:
         return render_template("manage/mail.html", messages=[], total=0, capture_on=False)
-    return render_template("manage/mail.html", messages=capture.latest(directory, 100),
-                           total=capture.count(directory), capture_on=True)
+    return render_template(
+        "manage/mail.html",
+        messages=capture.latest(directory, 100),
+        total=capture.count(directory),
+        capture_on=True,
+    )
 
 
 @bp.get("/mail/<key>")

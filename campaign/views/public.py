@@ -56,35 +56,51 @@ def _appeal_limit() -> str:
 def campaign(slug: str) -> str | tuple[str, int]:
     campaign = _campaign_or_404(slug)
     form = _form_for(campaign)
-    context = {"campaign": campaign, "form": form, "errors": {}, "letter": None,
-               "past_deadline": campaign.past_deadline(date.today())}
+    context = {
+        "campaign": campaign,
+        "form": form,
+        "errors": {},
+        "letter": None,
+        "past_deadline": campaign.past_deadline(date.today()),
+    }
     if not form.is_submitted():
         return render_template("public/campaign.html", **context)
     if not form.validate_on_submit():  # only CSRF can fail here; fields are checked below
         context["errors"] = {k: " ".join(v) for k, v in form.errors.items()}
         return render_template("public/campaign.html", **context), 400
-    data = {f: getattr(form, f).data for f in ("name", "email", "language", "country",
-                                              "message", "consent")}
+    data = {
+        f: getattr(form, f).data
+        for f in ("name", "email", "language", "country", "message", "consent")
+    }
     if form.preview.data:
         data["consent"] = True  # consent is asked for on sending, not for a preview
     try:
-        supporter = parse_supporter(data, campaign,
-                                    current_app.config["EMAIL_CHECK_DELIVERABILITY"])
+        supporter = parse_supporter(
+            data, campaign, current_app.config["EMAIL_CHECK_DELIVERABILITY"]
+        )
     except InvalidInput as e:
         context["errors"] = e.fields
         return render_template("public/campaign.html", **context), 422
     if form.preview.data:
         context["letter"] = render_letter(
-            campaign, name=supporter.name, email=supporter.email, language=supporter.language,
-            country=supporter.country, message=supporter.message, seed=supporter.email,
+            campaign,
+            name=supporter.name,
+            email=supporter.email,
+            language=supporter.language,
+            country=supporter.country,
+            message=supporter.message,
+            seed=supporter.email,
             diplomats=diplomats_for(campaign, supporter.country),
-            org_name=relay_settings().org_name)
+            org_name=relay_settings().org_name,
+        )
         return render_template("public/campaign.html", **context)
     try:
         appeal = appeals.submit(campaign, supporter)
     except DuplicateAppeal:
-        context["errors"] = {"email": "An appeal from this address has already been sent "
-                                      "in this campaign. Thank you!"}
+        context["errors"] = {
+            "email": "An appeal from this address has already been sent "
+            "in this campaign. Thank you!"
+        }
         return render_template("public/campaign.html", **context), 409
     except CampaignClosed:
         abort(409, "This campaign is paused and is not taking appeals right now.")
@@ -101,5 +117,6 @@ def confirm(token: str) -> str | tuple[str, int]:
         appeal = appeals.confirm(token)
     except TokenInvalid:
         return render_template("public/confirm_invalid.html"), 404
-    return render_template("public/confirmed.html", appeal=appeal,
-                           campaign=get_campaign(appeal.campaign))
+    return render_template(
+        "public/confirmed.html", appeal=appeal, campaign=get_campaign(appeal.campaign)
+    )
