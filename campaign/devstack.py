@@ -33,7 +33,11 @@ def _say(message: str) -> None:
 
 class Stack:
     def __init__(self) -> None:
-        self.env = os.environ.copy()
+        from dotenv import dotenv_values
+
+        # .env fills in what the real environment does not set.
+        self.env = {k: v for k, v in dotenv_values(ROOT / ".env").items() if v is not None}
+        self.env.update(os.environ)
         self.env.setdefault("INSTANCE_PATH", str(ROOT / "instance"))
         self.instance = Path(self.env["INSTANCE_PATH"])
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
