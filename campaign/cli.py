@@ -44,7 +44,7 @@ def list_users_command() -> None:
 
 
 @users_cli.command("ensure-admin")
-@click.option("--email", default="admin@localhost", show_default=True)
+@click.option("--email", envvar="ADMIN_EMAIL", default="admin@example.org", show_default=True)
 def ensure_admin_command(email: str) -> None:
     """Create a first admin with a random password if there are no users yet."""
     from .users import create_user
