@@ -23,8 +23,9 @@ from .settings import SECURITY_CHOICES
 class AppealForm(FlaskForm):
     name = StringField("Your name", render_kw={"autocomplete": "name", "maxlength": NAME_MAX})
     email = EmailField("Your e-mail", render_kw={"autocomplete": "email", "maxlength": 254})
-    language = SelectField("Language of the letter", choices=[])
-    country = SelectField("Your country", choices=[])
+    # Choices are checked by campaign.intake with a clearer message (and a 422).
+    language = SelectField("Language of the letter", choices=[], validate_choice=False)
+    country = SelectField("Your country", choices=[], validate_choice=False)
     message = TextAreaField(
         "A sentence of your own (optional)", render_kw={"maxlength": MESSAGE_MAX, "rows": 3}
     )

@@ -60,6 +60,8 @@ def _text(
         errors[key] = "Must be text."
         return None
     value = unicodedata.normalize("NFC", value.strip())
+    # Browsers count a line break as one character but submit it as CRLF.
+    value = value.replace("\r\n", "\n").replace("\r", "\n")
     if len(value) > maximum:
         errors[key] = f"Must be at most {maximum} characters."
         return None
@@ -83,11 +85,19 @@ def language_name(code: str) -> str | None:
 
 
 def normalise_email(value: str, check_deliverability: bool) -> str:
-    """Validate an address and return its normalised form; raises ``EmailNotValidError``."""
+    """Validate an address and return its normalised ASCII form; raises ``EmailNotValidError``.
+
+    Addresses go into ASCII headers and the SMTP envelope: an internationalised
+    domain is kept as its IDNA A-label, and a non-ASCII local part (which would
+    need SMTPUTF8 all the way) is refused. Mailbox providers treat local parts
+    case-insensitively in practice, so the address is stored lower-case.
+    """
     if _has_control(value):
         raise EmailNotValidError("The address contains a control character.")
-    result = validate_email(value, check_deliverability=check_deliverability)
-    return result.normalized
+    result = validate_email(value, check_deliverability=check_deliverability, allow_smtputf8=False)
+    # Lower-cased whole: "one appeal per supporter" and staff log-ins must not hinge
+    # on how someone typed their address today.
+    return (result.ascii_email or result.normalized).lower()
 
 
 def parse_supporter(
@@ -132,11 +142,9 @@ def parse_supporter(
             country = None
 
     message = _text(data, "message", errors, required=False, maximum=MESSAGE_MAX)
-    if message is not None:
-        message = message.replace("\r\n", "\n").replace("\r", "\n")
-        if _has_control(message, allow_newline=True):
-            errors["message"] = "The message contains control characters."
-            message = None
+    if message is not None and _has_control(message, allow_newline=True):
+        errors["message"] = "The message contains control characters."
+        message = None
 
     consent = data.get("consent")
     if isinstance(consent, str):

@@ -65,7 +65,7 @@ def campaign(slug: str) -> str | tuple[str, int]:
     }
     if not form.is_submitted():
         return render_template("public/campaign.html", **context)
-    if not form.validate_on_submit():  # only CSRF can fail here; fields are checked below
+    if not form.validate_on_submit():  # CSRF; the fields are checked by parse_supporter
         context["errors"] = {k: " ".join(v) for k, v in form.errors.items()}
         return render_template("public/campaign.html", **context), 400
     data = {
