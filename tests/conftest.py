@@ -88,6 +88,16 @@ class SinkHandler:
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     data_replies: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Most relays (Postfix, Exim) offer PIPELINING; set False to test plain sendmail.
+    pipelining: bool = True
+
+    async def handle_EHLO(  # noqa: N802
+        self, server: Any, session: Any, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(
         self,
