@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint worker clean
+.PHONY: run test lint worker sweeper bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,9 +24,19 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-## A worker for another machine: needs REDIS_URL, DATABASE_URL and the MAIL_* relay.
+## Workers for another machine (one per core): need REDIS_URL, DATABASE_URL, SECRET_KEY
+## and the MAIL_* relay. Run `make sweeper` once per installation, next to them.
 worker: $(STAMP)
-	$(BIN)/flask --app app rq worker supporters appeals --with-scheduler
+	$(BIN)/python -m rq.cli worker-pool --num-workers $$(nproc) \
+	  --worker-class campaign.worker.AppWorker --serializer json --url "$$REDIS_URL" \
+	  supporters appeals
+
+sweeper: $(STAMP)
+	$(BIN)/flask --app app appeals sweep
+
+## Benchmarks (installs Postfix's smtp-sink/smtp-source if missing; needs root for that).
+bench: $(STAMP)
+	$(BIN)/python bench/delivery.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -21,7 +21,7 @@ from .db import db, utcnow
 from .exceptions import CampaignClosed, DuplicateAppeal, TokenInvalid
 from .intake import SupporterInput
 from .models import Appeal, AppealEvent, CampaignOption, Status
-from .queue import enqueue_confirmation, enqueue_delivery
+from .queue import enqueue_confirmation, enqueue_delivery, new_job_id
 
 
 def token_hash(token: str) -> str:
@@ -108,11 +108,12 @@ def submit(campaign: Campaign, supporter: SupporterInput) -> Appeal:
         record([appeal.id], None, Status.AWAITING_CONFIRMATION)
         if not options.confirmation_required:
             _confirm(appeal, "confirmation switched off for this campaign")
+    appeal.job_id = job_id = new_job_id()
     db.session.commit()
     if appeal.status == Status.AWAITING_CONFIRMATION:
-        enqueue_confirmation(appeal.id)
+        enqueue_confirmation(appeal.id, job_id)
     else:
-        enqueue_delivery([appeal.id])
+        enqueue_delivery([appeal.id], job_id)
     return appeal
 
 
@@ -129,11 +130,18 @@ def confirm(token: str) -> Appeal:
     appeal = db.session.scalar(db.select(Appeal).filter_by(confirm_token_hash=token_hash(token)))
     if appeal is None or appeal.status != Status.AWAITING_CONFIRMATION:
         raise TokenInvalid(token[:16])
+    job_id = new_job_id()
     claimed = db.session.execute(
         update(Appeal)
         .where(Appeal.id == appeal.id, Appeal.status == Status.AWAITING_CONFIRMATION)
         .values(
-            status=Status.QUEUED, confirm_token_hash=None, confirmed_at=utcnow(), status_reason=None
+            job_id=job_id,
+            attempts=0,
+            next_attempt_at=None,
+            status=Status.QUEUED,
+            confirm_token_hash=None,
+            confirmed_at=utcnow(),
+            status_reason=None,
         )
     ).rowcount
     if claimed != 1:  # a concurrent confirm won
@@ -142,7 +150,7 @@ def confirm(token: str) -> Appeal:
     record([appeal.id], Status.AWAITING_CONFIRMATION, Status.QUEUED, "confirmed by supporter")
     db.session.commit()
     db.session.refresh(appeal)
-    enqueue_delivery([appeal.id])
+    enqueue_delivery([appeal.id], job_id)
     return appeal
 
 

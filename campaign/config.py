@@ -58,6 +58,8 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "MAIL_PASSWORD": None,
         "MAIL_DEFAULT_SENDER": "appeals@localhost",
         "MAIL_TIMEOUT": 30.0,
+        # Reconnect after this many messages on one SMTP session (None: as the relay allows).
+        "MAIL_MAX_EMAILS": None,
         "MAIL_SUPPRESS_SEND": False,
         "MAIL_CAPTURE_PORT": MAIL_CAPTURE_PORT,
         "MAIL_CAPTURE_DIR": str(Path(instance_path) / "mail-capture"),
@@ -79,6 +81,17 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "SESSION_COOKIE_SAMESITE": "Lax",
         "MAX_CONTENT_LENGTH": 64 * 1024,
         "RQ_QUEUES": ["supporters", "appeals"],
+        # Deliveries to targets, per receiving domain and per address (see pacing.py).
+        "PACING_ENABLED": True,
+        "PACING_PER_DOMAIN_PER_HOUR": 120.0,
+        "PACING_PER_ADDRESS_PER_HOUR": 60.0,
+        "PACING_BUSINESS_HOURS_ONLY": False,
+        "PACING_BURST_SECONDS": 2.0,
+        # The sweeper: how often it runs, how many appeals go in one job, and how
+        # long a batch may go without a heartbeat before its appeals are recovered.
+        "SWEEP_INTERVAL": 1.0,
+        "DELIVERY_BATCH_SIZE": 200,
+        "SENDING_LEASE_SECONDS": 300.0,
         "RQ_ASYNC": True,
     }
 
@@ -102,9 +115,29 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         out["SQLALCHEMY_DATABASE_URI"] = environ["DATABASE_URL"]
     if environ.get("MAIL_PORT"):
         out["MAIL_PORT"] = int(environ["MAIL_PORT"])
-    for flag in ("MAIL_USE_TLS", "MAIL_USE_SSL", "EMAIL_CHECK_DELIVERABILITY"):
+    for flag in (
+        "MAIL_USE_TLS",
+        "MAIL_USE_SSL",
+        "EMAIL_CHECK_DELIVERABILITY",
+        "MAIL_LOOPBACK_ONLY",
+        "PACING_ENABLED",
+        "PACING_BUSINESS_HOURS_ONLY",
+    ):
         if environ.get(flag):
             out[flag] = env_flag(environ[flag])
+    for name in (
+        "PACING_PER_DOMAIN_PER_HOUR",
+        "PACING_PER_ADDRESS_PER_HOUR",
+        "PACING_BURST_SECONDS",
+        "SWEEP_INTERVAL",
+        "SENDING_LEASE_SECONDS",
+        "MAIL_TIMEOUT",
+    ):
+        if environ.get(name):
+            out[name] = float(environ[name])
+    for name in ("DELIVERY_BATCH_SIZE", "MAIL_MAX_EMAILS"):
+        if environ.get(name):
+            out[name] = int(environ[name])
     return out
 
 

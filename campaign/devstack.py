@@ -21,6 +21,26 @@ ROOT = Path(__file__).resolve().parent.parent
 FLASK = [sys.executable, "-m", "flask", "--app", "app"]
 
 
+def worker_pool_argv(redis_url: str, processes: int | None = None) -> list[str]:
+    """One non-forking worker per core; the pool replaces any that dies."""
+    return [
+        sys.executable,
+        "-m",
+        "rq.cli",
+        "worker-pool",
+        "--num-workers",
+        str(processes or os.cpu_count() or 2),
+        "--worker-class",
+        "campaign.worker.AppWorker",
+        "--serializer",
+        "json",
+        "--url",
+        redis_url,
+        "supporters",
+        "appeals",
+    ]
+
+
 def _port_open(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
@@ -100,7 +120,8 @@ class Stack:
                 "app:create_app()",
             ],
         )
-        self.start("worker", [*FLASK, "rq", "worker", "supporters", "appeals", "--with-scheduler"])
+        self.start("workers", worker_pool_argv(self.env["REDIS_URL"]))
+        self.start("sweeper", [*FLASK, "appeals", "sweep"])
         time.sleep(1.5)
         _say(f"open http://{host}:{port}/  (managers: /manage, admins: /admin)")
         if not self.env.get("MAIL_SERVER"):
@@ -120,8 +141,8 @@ class Stack:
                 code = proc.poll()
                 if code is None or self.stopping:
                     continue
-                if name == "worker":
-                    _say(f"worker exited with {code}; starting a new one")
+                if name in ("workers", "sweeper"):
+                    _say(f"{name} exited with {code}; starting again")
                     self.start("worker", proc.args)  # type: ignore[arg-type]
                 else:
                     _say(f"{name} exited with {code}; stopping")

@@ -14,7 +14,7 @@ from flask import current_app, url_for
 from . import mime
 from .campaigns import get_campaign
 from .letters import Letter, diplomats_for, render_letter
-from .models import Appeal
+from .models import Appeal, Diplomat
 from .settings import RelaySettings
 
 
@@ -28,8 +28,10 @@ class Outgoing:
     message_id: str
 
 
-def letter_for(appeal: Appeal, org_name: str) -> Letter:
+def letter_for(appeal: Appeal, org_name: str, diplomats: list[Diplomat] | None = None) -> Letter:
     campaign = get_campaign(appeal.campaign)
+    if diplomats is None:
+        diplomats = diplomats_for(campaign, appeal.country)
     return render_letter(
         campaign,
         name=appeal.name,
@@ -38,7 +40,7 @@ def letter_for(appeal: Appeal, org_name: str) -> Letter:
         country=appeal.country,
         message=appeal.message,
         seed=appeal.email,
-        diplomats=diplomats_for(campaign, appeal.country),
+        diplomats=diplomats,
         org_name=org_name,
     )
 
@@ -47,8 +49,10 @@ def sender_domain(relay: RelaySettings) -> str:
     return relay.sender.rpartition("@")[2] or "localhost"
 
 
-def appeal_message(appeal: Appeal, relay: RelaySettings, letter: Letter | None = None) -> Outgoing:
-    letter = letter or letter_for(appeal, relay.org_name)
+def appeal_message(
+    appeal: Appeal, relay: RelaySettings, diplomats: list[Diplomat] | None = None
+) -> Outgoing:
+    letter = letter_for(appeal, relay.org_name, diplomats)
     message_id = mime.make_message_id(sender_domain(relay))
     data = mime.build(
         sender=(f"{appeal.name} via {relay.org_name}", relay.sender),

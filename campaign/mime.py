@@ -18,7 +18,7 @@ from email.utils import formatdate
 
 # atext plus space and dot: a display name made of these needs no quoting.
 _PLAIN_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~ .]*$")
-_ENCODED_WORD_BYTES = 45  # base64 of 45 bytes is 60 chars: a whole word stays under 75
+_ENCODED_WORD_BYTES = 42  # 56 base64 chars: "Reply-To: " plus one word fits in 78
 
 
 def encode_words(text: str) -> str:
@@ -48,22 +48,29 @@ def encode_words(text: str) -> str:
     return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(c).decode('ascii')}?=" for c in chunks)
 
 
+def _plain_ok(text: str, room: int) -> bool:
+    """True if text can go into a header as it is: printable ASCII, short enough
+    to keep the line within 78 characters, and nothing a reader would decode
+    as an encoded word (RFC 2047 section 5 forbids quoting them literally)."""
+    return text.isascii() and text.isprintable() and "=?" not in text and len(text) <= room
+
+
 def header_text(text: str) -> str:
-    """Unstructured header text (Subject): raw if printable ASCII, else encoded words."""
-    if text.isascii() and text.isprintable():
-        return text
-    return encode_words(text)
+    """Unstructured header text (Subject): raw if short printable ASCII, else encoded words."""
+    return text if _plain_ok(text, 78 - len("Subject: ")) else encode_words(text)
 
 
 def address(name: str, addr: str) -> str:
     """One mailbox, ``Display Name <addr>``, quoting or encoding the name as needed."""
     if not name:
         return addr
-    if name.isascii() and name.isprintable():
+    if _plain_ok(name, 78 - len("Reply-To: ") - len(addr) - 5):
         if not _PLAIN_PHRASE.match(name) or name.strip(" .") != name:
             name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
     else:
         name = encode_words(name)
+        if len(name.rpartition("\n")[2]) + len(addr) + 3 > 76:
+            return f"{name}\r\n <{addr}>"  # fold before the address, not inside a word
     return f"{name} <{addr}>"
 
 

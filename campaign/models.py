@@ -128,6 +128,11 @@ class Appeal(db.Model):
     status_reason: Mapped[str | None] = mapped_column(Text)
     confirm_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     message_id: Mapped[str | None] = mapped_column(String(255))
+    # The RQ job that carries this appeal now; the sweeper re-enqueues when it is gone.
+    job_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    # Per-recipient outcome of the last attempt: {address: [code, reply]}.
+    delivery_report: Mapped[dict[str, list[object]] | None] = mapped_column(JSON)
+    confirmation_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

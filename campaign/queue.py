@@ -7,13 +7,15 @@ Jobs are JSON-serialised (ids only), so a worker never unpickles data from Redis
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import flask_rq
 from flask import Flask, current_app
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Queue, Retry
+from rq import Queue
+from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
 
@@ -22,8 +24,30 @@ SUPPORTERS = "supporters"
 APPEALS = "appeals"
 """Appeals to the targets."""
 
-CONFIRMATION_RETRY = Retry(max=5, interval=[10, 30, 60, 300, 900])
-DELIVERY_RETRY = Retry(max=5, interval=[30, 60, 300, 900, 1800])
+DELIVER = "campaign.jobs.deliver_appeals"
+CONFIRM = "campaign.jobs.send_confirmation"
+
+JOB_TIMEOUT = 3600
+"""Seconds a batch may run; sockets time out long before (MAIL_TIMEOUT)."""
+
+RESULT_TTL = 300
+"""Seconds a finished job's result is kept: only for the dashboard."""
+
+_LIVE = {
+    s.value
+    for s in (
+        JobStatus.CREATED,
+        JobStatus.QUEUED,
+        JobStatus.STARTED,
+        JobStatus.DEFERRED,
+        JobStatus.SCHEDULED,
+    )
+}
+
+
+def new_job_id() -> str:
+    """Ids are chosen before the commit, so the database knows its job before Redis does."""
+    return uuid.uuid4().hex
 
 
 class RQ(flask_rq.RQ):
@@ -55,23 +79,50 @@ class RQ(flask_rq.RQ):
 rq = RQ()
 
 
-def _enqueue(queue: str, func: str, *args: Any, **kwargs: Any) -> bool:
+def _enqueue(queue: str, func: str, arg: object, job_id: str) -> bool:
     """Enqueue after the commit; a broker outage is logged, never raised to the supporter."""
     try:
-        rq.get_queue(queue).enqueue(func, *args, **kwargs)
+        rq.get_queue(queue).enqueue(
+            func, arg, job_id=job_id, job_timeout=JOB_TIMEOUT, result_ttl=RESULT_TTL
+        )
     except RedisError as e:
         current_app.logger.warning(
-            "broker unavailable (%s); %s%s left for the sweeper", e, func, args
+            "broker unavailable (%s); %s(%s) left for the sweeper", e, func, arg
         )
         return False
     return True
 
 
-def enqueue_confirmation(appeal_id: int) -> bool:
-    return _enqueue(
-        SUPPORTERS, "campaign.jobs.send_confirmation", appeal_id, retry=CONFIRMATION_RETRY
-    )
+def enqueue_confirmation(appeal_id: int, job_id: str) -> bool:
+    return _enqueue(SUPPORTERS, CONFIRM, appeal_id, job_id)
 
 
-def enqueue_delivery(appeal_ids: list[int]) -> bool:
-    return _enqueue(APPEALS, "campaign.jobs.deliver_appeals", appeal_ids, retry=DELIVERY_RETRY)
+def enqueue_delivery(appeal_ids: list[int], job_id: str) -> bool:
+    return _enqueue(APPEALS, DELIVER, appeal_ids, job_id)
+
+
+def enqueue_many(queue: str, func: str, jobs: list[tuple[str, object]]) -> None:
+    """Enqueue (job id, argument) pairs in one round trip per 500."""
+    q = rq.get_queue(queue)
+    for start in range(0, len(jobs), 500):
+        q.enqueue_many(
+            [
+                Queue.prepare_data(
+                    func, args=(arg,), job_id=job_id, timeout=JOB_TIMEOUT, result_ttl=RESULT_TTL
+                )
+                for job_id, arg in jobs[start : start + 500]
+            ]
+        )
+
+
+def live_jobs(job_ids: set[str]) -> set[str]:
+    """The ids among ``job_ids`` whose job still waits or runs in Redis."""
+    if not job_ids:
+        return set()
+    ids = sorted(job_ids)
+    connection = rq.connection()
+    with connection.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hget(f"rq:job:{job_id}", "status")
+        statuses = pipe.execute()
+    return {i for i, s in zip(ids, statuses, strict=True) if s is not None and s.decode() in _LIVE}

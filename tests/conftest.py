@@ -3,6 +3,7 @@ SQLite and PostgreSQL. Nothing here talks to anything but 127.0.0.1."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
@@ -113,10 +114,21 @@ class SinkHandler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
+    # Seconds to take over each message (a slow relay), and a per-session limit
+    # after which the relay answers 421, as Postfix's smtpd_client_message_rate_limit does.
+    delay: float = 0.0
+    max_per_connection: int | None = None
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Envelope) -> str:  # noqa: N802
+        if self.delay:
+            await asyncio.sleep(self.delay)
         with self.lock:
             if self.data_replies:
                 return self.data_replies.pop(0)
+            done = getattr(session, "messages_done", 0)
+            if self.max_per_connection is not None and done >= self.max_per_connection:
+                return "421 4.7.0 Too many messages on this connection"
+            session.messages_done = done + 1
             self.received.append(
                 Received(
                     str(envelope.mail_from),
@@ -217,6 +229,8 @@ def _base_config(database_url: str, redis_url: str, smtp_port: int) -> dict[str,
         "PUBLIC_URL": "http://appeals.test",
         "RATELIMIT_APPEALS": "1000 per minute",
         "RATELIMIT_LOGIN": "1000 per minute",
+        # Pacing has its own tests (test_pacing.py); elsewhere it would only slow things.
+        "PACING_ENABLED": False,
     }
 
 

@@ -1,6 +1,6 @@
 """initial schema
 
-Revision ID: f62aba3f16a0
+Revision ID: 0001
 Revises: 
 Create Date: 2026-11-27 10:44:24.799638
 

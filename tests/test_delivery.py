@@ -1,0 +1,163 @@
+"""The relay's replies, classified: real SMTP server on loopback, real RQ on Redis."""
+
+from __future__ import annotations
+
+import pytest
+
+from campaign.db import db
+from campaign.models import Appeal, CampaignOption, Diplomat, Status
+from campaign.sweeper import sweep
+from faults import lost_and_duplicated
+from helpers import APPEALS_URL, supporter
+
+
+@pytest.fixture
+def no_confirmation(app):
+    with app.app_context():
+        db.session.add(CampaignOption(slug="pavlov-extradition", confirmation_required=False))
+        db.session.commit()
+
+
+def _appeal(app, email="ana@example.org") -> Appeal:
+    with app.app_context():
+        appeal = db.session.scalar(db.select(Appeal).filter_by(email=email))
+        db.session.expunge(appeal)
+        return appeal
+
+
+def _send(client, n=1):
+    for i in range(n):
+        assert (
+            client.post(APPEALS_URL, json=supporter(email=f"s{i}@example.org")).status_code == 202
+        )
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "plain"])
+@pytest.mark.parametrize(
+    ("reply", "status", "permanent"),
+    [
+        ("550 5.1.1 <ministro@mju.es>: mailbox unavailable", Status.FAILED, True),
+        ("451 4.3.0 Temporary lookup failure", Status.RETRYING, False),
+        ("452 4.5.3 Too many recipients", Status.RETRYING, False),
+        ("450 4.2.0 Mailbox busy", Status.RETRYING, False),
+    ],
+)
+def test_rcpt_reply_is_classified(
+    app, client, smtp, work, no_confirmation, pipelining, reply, status, permanent
+):
+    smtp.handler.pipelining = pipelining
+    smtp.handler.rcpt_replies = {"ministro@mju.es": reply}
+    _send(client)
+    work()
+    appeal = _appeal(app, "s0@example.org")
+    assert appeal.status == status
+    assert reply.split(" ", 1)[0] in appeal.status_reason
+    assert reply.split(" ", 2)[2] in appeal.status_reason  # the relay's own words
+    assert (appeal.next_attempt_at is None) == permanent
+    assert smtp.received == []
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "plain"])
+def test_one_refused_copy_does_not_stop_the_others(
+    app, client, smtp, work, no_confirmation, pipelining
+):
+    smtp.handler.pipelining = pipelining
+    with app.app_context():
+        db.session.add_all(
+            [
+                Diplomat(target_state="ES", country="GB", name="Embassy", email="emb@maec.test"),
+                Diplomat(target_state="ES", country="GB", name="Consulate", email="con@maec.test"),
+            ]
+        )
+        db.session.commit()
+    smtp.handler.rcpt_replies = {"con@maec.test": "550 5.1.1 no such user"}
+    _send(client)
+    work()
+    appeal = _appeal(app, "s0@example.org")
+    assert appeal.status == Status.SENT
+    [mail] = smtp.received
+    assert sorted(mail.rcpt_tos) == ["emb@maec.test", "ministro@mju.es"]
+    assert appeal.delivery_report["con@maec.test"][0] == 550
+    assert "no such user" in appeal.delivery_report["con@maec.test"][1]
+    assert appeal.delivery_report["ministro@mju.es"][0] == 250
+    assert "con@maec.test refused: 550" in appeal.status_reason
+
+
+def test_data_421_reports_the_relays_words_and_retries(app, client, smtp, work, no_confirmation):
+    # Flask-Mail would raise SMTPServerDisconnected from quit() and hide this reply.
+    smtp.handler.data_replies = ["421 4.4.2 closing: shutting down"] * 2
+    _send(client)
+    work()
+    appeal = _appeal(app, "s0@example.org")
+    assert appeal.status == Status.RETRYING
+    assert "421 4.4.2 closing: shutting down" in appeal.status_reason
+    assert appeal.attempts == 0  # the relay's trouble, not the appeal's
+
+
+def test_a_single_421_is_survived_by_reconnecting(app, client, smtp, work, no_confirmation):
+    smtp.handler.data_replies = ["421 4.7.0 try again on a new connection"]
+    _send(client)
+    work()
+    assert _appeal(app, "s0@example.org").status == Status.SENT
+    assert len(smtp.received) == 1
+
+
+def test_data_550_fails_only_that_appeal(app, client, smtp, work, no_confirmation):
+    smtp.handler.data_replies = ["554 5.7.1 message rejected as spam"]
+    _send(client, 3)
+    work()
+    statuses = sorted(_appeal(app, f"s{i}@example.org").status for i in range(3))
+    assert statuses == [Status.FAILED, Status.SENT, Status.SENT]
+    assert len(smtp.received) == 2
+
+
+def test_relay_per_connection_limit_reconnects(app, client, smtp, work, no_confirmation):
+    smtp.handler.max_per_connection = 3
+    _send(client, 10)
+    with app.app_context():
+        db.session.execute(db.update(Appeal).values(job_id=None))
+        db.session.commit()
+        sweep()  # one batch of all ten
+    work()
+    expected = {f"s{i}@example.org" for i in range(10)}
+    assert lost_and_duplicated(expected, smtp.received) == (0, 0)
+
+
+def test_relay_down_then_back(app, client, smtp, work, no_confirmation, tmp_path):
+    from conftest import free_port
+
+    with app.app_context():
+        from campaign import settings
+
+        dead = free_port()  # nothing listens here
+        settings.save({"relay_port": dead}, by="test")
+    _send(client, 3)
+    work()
+    with app.app_context():
+        rows = db.session.scalars(db.select(Appeal)).all()
+        assert {a.status for a in rows} == {Status.RETRYING}
+        assert all(
+            "Connection refused" in a.status_reason or "refused" in a.status_reason for a in rows
+        )
+        assert all(a.attempts == 0 for a in rows)
+        # The relay comes back; time passes until the retry is due.
+        settings.save({"relay_port": None}, by="test")
+        db.session.execute(db.update(Appeal).values(next_attempt_at=None))
+        db.session.commit()
+        report = sweep()
+        assert report.enqueued == 3
+    work()
+    expected = {f"s{i}@example.org" for i in range(3)}
+    assert lost_and_duplicated(expected, smtp.received) == (0, 0)
+
+
+def test_running_a_job_twice_sends_once(app, client, smtp, work, no_confirmation):
+    from campaign.queue import rq
+
+    _send(client)
+    appeal = _appeal(app, "s0@example.org")
+    with app.app_context():
+        queue = rq.get_queue("appeals")
+        queue.enqueue("campaign.jobs.deliver_appeals", [appeal.id])  # a duplicate job
+    work()
+    assert len(smtp.received) == 1
