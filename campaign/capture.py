@@ -22,6 +22,10 @@ class MaildirHandler:
     """aiosmtpd handler: store each message with its envelope as extra headers."""
 
     def __init__(self, directory: str | Path) -> None:
+        # mailbox.Maildir only makes tmp/new/cur when it creates the directory itself;
+        # a directory that already exists (a mounted volume, made by hand) needs them too.
+        for sub in ("tmp", "new", "cur"):
+            (Path(directory) / sub).mkdir(parents=True, exist_ok=True)
         self.maildir = mailbox.Maildir(str(directory), create=True)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802

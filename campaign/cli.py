@@ -12,6 +12,39 @@ from .models import Role, User
 
 users_cli = AppGroup("users", help="Staff accounts (managers and admins).")
 capture_cli = AppGroup("capture", help="The local mail capture.")
+appeals_cli = AppGroup("appeals", help="The send queue: sweeper and synthetic load.")
+
+
+@appeals_cli.command("sweep")
+@click.option("--once", is_flag=True, help="One pass, then exit.")
+@click.option(
+    "--interval",
+    type=float,
+    default=None,
+    help="Seconds between passes (default: SWEEP_INTERVAL, 1).",
+)
+def sweep_command(once: bool, interval: float | None) -> None:
+    """Re-enqueue every appeal that is due but has no live job (run one of these)."""
+    from .sweeper import run_forever, sweep
+
+    if once:
+        click.echo(str(sweep()))
+        return
+    run_forever(interval or float(current_app.config["SWEEP_INTERVAL"]))
+
+
+@appeals_cli.command("synthetic")
+@click.option("--campaign", "slug", required=True)
+@click.option("--count", type=click.IntRange(1, 1_000_000), required=True)
+def synthetic_command(slug: str, count: int) -> None:
+    """Create COUNT confirmed appeals from synthetic supporters (loopback relays only)."""
+    from .synthetic import create_synthetic
+
+    try:
+        created = create_synthetic(slug, count)
+    except Exception as e:  # noqa: BLE001 - shown to the operator as a clean error
+        raise click.ClickException(str(e)) from e
+    click.echo(f"created {created} queued appeals in {slug}")
 
 
 @users_cli.command("create")
@@ -51,7 +84,10 @@ def ensure_admin_command(email: str) -> None:
 
     if db.session.scalar(db.select(db.func.count()).select_from(User)):
         return
-    user, password = create_user(email, Role.ADMIN)
+    try:
+        user, password = create_user(email, Role.ADMIN)
+    except InvalidInput as e:
+        raise click.ClickException("; ".join(f"{k}: {v}" for k, v in e.fields.items())) from e
     click.echo(f"First run: log in as {user.email} with password {password}")
 
 
@@ -72,3 +108,4 @@ def capture_serve_command(host: str, port: int | None) -> None:
 def init_app(app: Flask) -> None:
     app.cli.add_command(users_cli)
     app.cli.add_command(capture_cli)
+    app.cli.add_command(appeals_cli)

@@ -17,6 +17,7 @@ from flask import current_app
 
 from .db import db
 from .models import Setting
+from .pacing import PacingRules
 
 SECURITY_CHOICES = ("none", "starttls", "ssl")
 
@@ -72,7 +73,7 @@ def stored() -> dict[str, Any]:
 def save(values: dict[str, Any], by: str) -> None:
     """Store overrides; a value of None removes the override."""
     for key, value in values.items():
-        if key not in RELAY_KEYS:
+        if key not in RELAY_KEYS and key not in PACING_KEYS:
             raise KeyError(key)
         row = db.session.get(Setting, key)
         if value is None:
@@ -118,7 +119,9 @@ def relay_settings() -> RelaySettings:
             sources[key] = env_sources.get(config_key, "default")
     capture = bool(config.get("MAIL_CAPTURE")) and "relay_host" not in overrides
     if capture:
-        sources["relay_host"] = sources["relay_port"] = "default (local mail capture)"
+        for key in ("relay_host", "relay_port"):
+            if key not in overrides:  # a port saved on the admin screen is still the admin's
+                sources[key] = "default (local mail capture)"
     password = values["relay_password"]
     if "relay_password" in overrides and password is not None:
         password = decrypt_secret(password)
@@ -133,4 +136,31 @@ def relay_settings() -> RelaySettings:
         timeout=float(config["MAIL_TIMEOUT"]),
         sources=sources,
         capture=capture,
+    )
+
+
+#: pacing setting key → config key holding its default (from the environment)
+PACING_KEYS: dict[str, str] = {
+    "pacing_per_domain_per_hour": "PACING_PER_DOMAIN_PER_HOUR",
+    "pacing_per_address_per_hour": "PACING_PER_ADDRESS_PER_HOUR",
+    "pacing_business_hours_only": "PACING_BUSINESS_HOURS_ONLY",
+}
+
+
+def pacing_rules() -> PacingRules:
+    """The pacing in force: admin-screen values over the configuration. Read per batch.
+
+    ``PACING_ENABLED=false`` in the environment switches pacing off entirely (benchmarks).
+    """
+    config = current_app.config
+    overrides = stored()
+    values = {
+        key: overrides.get(key, config[config_key]) for key, config_key in PACING_KEYS.items()
+    }
+    return PacingRules(
+        enabled=bool(config["PACING_ENABLED"]),
+        per_domain_per_hour=float(values["pacing_per_domain_per_hour"]),
+        per_address_per_hour=float(values["pacing_per_address_per_hour"]),
+        business_hours_only=bool(values["pacing_business_hours_only"]),
+        burst_seconds=float(config["PACING_BURST_SECONDS"]),
     )

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from faults import lost_and_duplicated
 
 from campaign.db import db
 from campaign.models import Appeal, CampaignOption, Diplomat, Status
 from campaign.sweeper import sweep
-from faults import lost_and_duplicated
 from helpers import APPEALS_URL, supporter
 
 

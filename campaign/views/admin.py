@@ -9,6 +9,7 @@ from typing import Any
 from email_validator import EmailNotValidError
 from flask import Blueprint, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user
+from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
 from .. import mime, settings
@@ -171,6 +172,10 @@ def diplomats() -> str | Response | tuple[str, int]:
         except EmailNotValidError as e:
             form.email.errors = [str(e)]
             code = 422
+        except IntegrityError:
+            db.session.rollback()
+            form.name.errors = ["This representative is listed already for this country."]
+            code = 422
         else:
             flash(f"Added {form.name.data} for {country_name(form.country.data)}.", "ok")
             return redirect(url_for("admin.diplomats"))
@@ -234,5 +239,7 @@ def users() -> str | tuple[str, int]:
         else:
             # Shown once, on this page only; never logged or stored in the clear.
             created = (user.email, password)
+    elif form.is_submitted():
+        code = 422
     rows = db.session.scalars(db.select(User).order_by(User.email)).all()
     return render_template("admin/users.html", form=form, rows=rows, created=created), code
