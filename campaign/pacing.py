@@ -70,7 +70,9 @@ class PacingRules:
                 (f"pace:address:{address.lower()}", self.per_address_per_hour),
             ):
                 rate = per_hour / 3600.0
-                out[key] = (rate, max(1.0, rate * self.burst_seconds))
+                # One token plus a little slack, so that the sweeper's tick does not
+                # cost slow buckets any of their rate.
+                out[key] = (rate, 1.0 + rate * self.burst_seconds)
         return [(key, rate, capacity) for key, (rate, capacity) in out.items()]
 
 

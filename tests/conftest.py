@@ -7,6 +7,7 @@ import asyncio
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    at: float = 0.0  # time.monotonic() when the relay accepted it
 
     @property
     def message(self) -> EmailMessage:
@@ -134,6 +136,7 @@ class SinkHandler:
                     str(envelope.mail_from),
                     list(envelope.rcpt_tos),
                     bytes(envelope.original_content or b""),
+                    time.monotonic(),
                 )
             )
         return "250 Message accepted"

@@ -16,7 +16,7 @@ from typing import Any
 from conftest import Received
 
 ROOT = Path(__file__).resolve().parent.parent
-_REPLY_TO = re.compile(rb"^Reply-To: .*?<([^>]+)>", re.MULTILINE)
+_REPLY_TO = re.compile(rb"^Reply-To:[^<]*<([^>]+)>", re.MULTILINE)  # folded or not
 
 
 def worker_env(
@@ -61,9 +61,18 @@ def start_worker(env: dict[str, str], burst: bool = False) -> subprocess.Popen[b
     ]
     if burst:
         argv.append("--burst")
-    return subprocess.Popen(
-        argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    log = Path(env["INSTANCE_PATH"]) / f"worker-{time.monotonic_ns()}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        process = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out, stderr=out)
+    process.log = log  # type: ignore[attr-defined]
+    return process
+
+
+def finished(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait for a burst worker; fail with the end of its log if it did not exit cleanly."""
+    code = process.wait(timeout=timeout)
+    assert code == 0, process.log.read_text(errors="replace")[-3000:]  # type: ignore[attr-defined]
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, step: float = 0.05) -> Any:
