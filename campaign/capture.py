@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email
 import mailbox
+import re
 import time
 from dataclasses import dataclass
 from email import policy
@@ -82,12 +83,24 @@ def count(directory: str | Path) -> int:
     return len(_files(directory))
 
 
+_KEY_TIME = re.compile(r"^(\d+)\.M(\d+)P\d+Q(\d+)")
+
+
+def _key_order(key: str) -> tuple[int, int, int]:
+    """(seconds, microseconds, counter) from a key made by ``mailbox.Maildir``: the
+    order of arrival when file times tie (coarse file-system clocks), compared as
+    numbers, not text ("M99999" is before "M100000")."""
+    found = _KEY_TIME.match(key)
+    return (int(found[1]), int(found[2]), int(found[3])) if found else (0, 0, 0)
+
+
 def latest(directory: str | Path, limit: int = 50) -> list[Captured]:
     """The newest captured messages first; only those are read and parsed."""
     stamped = sorted(
-        ((p.stat().st_mtime, k, p) for k, p in _files(directory).items()), reverse=True
+        ((p.stat().st_mtime, _key_order(k), k, p) for k, p in _files(directory).items()),
+        reverse=True,
     )
-    return [_load(k, p) for _, k, p in stamped[:limit]]
+    return [_load(k, p) for _, _, k, p in stamped[:limit]]
 
 
 def get(directory: str | Path, key: str) -> Captured | None:

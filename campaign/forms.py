@@ -47,7 +47,7 @@ class LoginForm(FlaskForm):
 class RelayForm(FlaskForm):
     relay_host = StringField("SMTP host", validators=[Optional(), Length(max=253)])
     relay_port = IntegerField("Port", validators=[Optional(), NumberRange(1, 65535)])
-    relay_security = SelectField("Security", choices=[(c, c) for c in SECURITY_CHOICES])
+    relay_security = SelectField("Security", choices={c: c for c in SECURITY_CHOICES})
     relay_username = StringField("User name", validators=[Optional(), Length(max=254)])
     relay_password = PasswordField(
         "Password (leave empty to keep the stored one)", validators=[Optional(), Length(max=512)]
@@ -83,5 +83,5 @@ class CampaignOptionsForm(FlaskForm):
 
 class UserForm(FlaskForm):
     email = StringField("E-mail", validators=[DataRequired(), Length(max=254)])
-    role = SelectField("Role", choices=[("manager", "manager"), ("admin", "admin")])
+    role = SelectField("Role", choices={"manager": "manager", "admin": "admin"})
     add = SubmitField("Add user")

@@ -60,22 +60,33 @@ def header_text(text: str) -> str:
     return text if _plain_ok(text, 78 - len("Subject: ")) else encode_words(text)
 
 
-def address(name: str, addr: str) -> str:
-    """One mailbox, ``Display Name <addr>``, quoting or encoding the name as needed."""
+def address(name: str, addr: str, column: int = len("Reply-To: ")) -> str:
+    """One mailbox, ``Display Name <addr>``, quoting or encoding the name as needed.
+
+    ``column`` is how much of the line the header name (or a fold) already uses;
+    the result keeps every line within 78 characters, a trailing comma included.
+    """
     if not name:
         return addr
-    if _plain_ok(name, 78 - len("Reply-To: ") - len(addr) - 5):
+    if _plain_ok(name, 78):
+        phrase = name
         if not _PLAIN_PHRASE.match(name) or name.strip(" .") != name:
-            name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    else:
-        name = encode_words(name)
-        if len(name.rpartition("\n")[2]) + len(addr) + 3 > 76:
-            return f"{name}\r\n <{addr}>"  # fold before the address, not inside a word
-    return f"{name} <{addr}>"
+            phrase = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if column + len(phrase) + len(addr) + 4 <= 78:
+            return f"{phrase} <{addr}>"
+    words = encode_words(name)
+    head, newline, last = words.rpartition("\n")
+    last_line = len(last) if newline else column + len(words)
+    if last_line + len(addr) + 4 > 78:
+        return f"{words}\r\n <{addr}>"  # fold before the address, not inside a word
+    return f"{words} <{addr}>"
 
 
-def address_list(mailboxes: Iterable[tuple[str, str]]) -> str:
-    return ",\r\n ".join(address(n, a) for n, a in mailboxes)
+def address_list(mailboxes: Iterable[tuple[str, str]], column: int) -> str:
+    """Mailboxes separated by commas, one per line after the first."""
+    return ",\r\n ".join(
+        address(n, a, column if i == 0 else 1) for i, (n, a) in enumerate(mailboxes)
+    )
 
 
 def _qp(text: str) -> bytes:
@@ -97,14 +108,14 @@ def build(
 ) -> bytes:
     """Assemble a complete RFC 5322 message as bytes, ready for ``sendmail``."""
     headers = [
-        f"From: {address(*sender)}",
-        f"To: {address_list(to)}",
+        f"From: {address(*sender, column=len('From: '))}",
+        f"To: {address_list(to, len('To: '))}",
     ]
     cc = list(cc)
     if cc:
-        headers.append(f"Cc: {address_list(cc)}")
+        headers.append(f"Cc: {address_list(cc, len('Cc: '))}")
     if reply_to:
-        headers.append(f"Reply-To: {address(*reply_to)}")
+        headers.append(f"Reply-To: {address(*reply_to, column=len('Reply-To: '))}")
     headers += [
         f"Subject: {header_text(subject)}",
         f"Date: {formatdate(date, usegmt=True)}",

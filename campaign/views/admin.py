@@ -150,7 +150,7 @@ def test_message() -> Response:
 def diplomats() -> str | Response | tuple[str, int]:
     states = sorted({c.diplomats_of for c in all_campaigns().values() if c.diplomats_of})
     form = DiplomatForm()
-    form.country.choices = countries()
+    form.country.choices = dict(countries())
     code = 200
     if form.validate_on_submit():
         email = (form.email.data or "").strip() or None

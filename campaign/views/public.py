@@ -42,8 +42,9 @@ def _campaign_or_404(slug: str) -> Campaign:
 
 def _form_for(campaign: Campaign) -> AppealForm:
     form = AppealForm()
-    form.language.choices = [(code, language_name(code) or code) for code in campaign.languages]
-    form.country.choices = [("", "Choose your country…"), *countries()]
+    # {value: label}: the shape WTForms 3.3 keeps (tuples are deprecated).
+    form.language.choices = {code: language_name(code) or code for code in campaign.languages}
+    form.country.choices = {"": "Choose your country…", **dict(countries())}
     return form
 
 
