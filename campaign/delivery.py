@@ -12,8 +12,10 @@ import ipaddress
 import smtplib
 import socket
 import ssl
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Protocol, TypeVar
 
 from flask_mail import Connection, _Mail
 
@@ -26,6 +28,29 @@ class SendResult:
     """What the relay said about one message."""
 
     refused: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+
+class Envelope(Protocol):
+    envelope_from: str
+    recipients: list[str]
+    data: bytes
+
+
+K = TypeVar("K")
+
+StreamResult = SendResult | smtplib.SMTPException | OSError
+"""Per message: the relay's acceptance, or the error it (or the network) gave."""
+
+
+def _decoded(refused: dict[str, tuple[int, bytes]]) -> SendResult:
+    return SendResult(
+        refused={k: (c, m.decode("utf-8", "replace")) for k, (c, m) in refused.items()}
+    )
+
+
+def _envelope_command(sender: str, recipients: list[str]) -> bytes:
+    lines = [f"MAIL FROM:<{sender}>", *(f"RCPT TO:<{r}>" for r in recipients), "DATA", ""]
+    return "\r\n".join(lines).encode("ascii")
 
 
 def is_loopback(host: str) -> bool:
@@ -77,8 +102,10 @@ class RelayConnection(Connection):
         else:
             host = smtplib.SMTP(mail.server, mail.port, timeout=timeout)
         try:
+            host.ehlo_or_helo_if_needed()  # so that has_extn() knows the relay's features
             if mail.use_tls:
                 host.starttls(context=context)
+                host.ehlo()
             if mail.username and mail.password:
                 host.login(mail.username, mail.password)
         except BaseException:
@@ -134,6 +161,117 @@ class RelayConnection(Connection):
         return SendResult(
             refused={k: (v[0], v[1].decode("utf-8", "replace")) for k, v in refused.items()}
         )
+
+    def send_stream(
+        self, messages: Iterable[tuple[K, Envelope]]
+    ) -> Iterator[tuple[K, StreamResult]]:
+        """Send many messages, one round trip each: every message's content goes out
+        in the same write as the next message's envelope (RFC 2920 allows message
+        content as the first "command" of a group).
+
+        Yields ``(key, result)`` in order. After an error that ends the session (a
+        421, a dropped or refused connection) it yields that error for the message
+        concerned, and for the one whose envelope was already sent, then stops; the
+        caller reconnects and goes on with the rest of ``messages``.
+        """
+        items = iter(messages)
+        try:
+            if self.host is None:
+                self.host = self.configure_host()
+        except (smtplib.SMTPException, OSError) as exc:
+            first = next(items, None)
+            if first is not None:
+                yield first[0], exc
+            return
+        host = self.host
+        if not host.has_extn("pipelining"):
+            for key, msg in items:
+                try:
+                    yield key, self.send_bytes(msg.envelope_from, msg.recipients, msg.data)
+                except (smtplib.SMTPException, OSError) as exc:
+                    yield key, exc
+                    if self.host is None:
+                        return
+            return
+        waiting: tuple[K, Envelope, dict[str, tuple[int, bytes]]] | None = None
+        reset = False
+        current: tuple[K, Envelope] | None = None
+        try:
+            while True:
+                limit = self.mail.max_emails
+                if limit and self.num_emails + (1 if waiting else 0) >= limit:
+                    break  # the relay's per-session limit: the caller reconnects
+                current = next(items, None)
+                if current is None:
+                    break
+                key, msg = current
+                out = [_dot_stuffed(waiting[1].data)] if waiting else []
+                if reset:
+                    out.append(b"RSET\r\n")
+                out.append(_envelope_command(msg.envelope_from, msg.recipients))
+                host.sock.sendall(b"".join(out))  # type: ignore[union-attr]
+                if waiting:
+                    done, waiting = waiting, None
+                    code, text = host.getreply()
+                    if code != 250:
+                        yield done[0], smtplib.SMTPDataError(code, text)
+                        if code == 421:
+                            raise smtplib.SMTPServerDisconnected("the relay closed the session")
+                    else:
+                        self.num_emails += 1
+                        yield done[0], _decoded(done[2])
+                if reset:
+                    reset = False
+                    code, text = host.getreply()
+                    if code == 421:
+                        raise smtplib.SMTPResponseException(code, text)
+                mail = host.getreply()
+                refused = {}
+                for recipient in msg.recipients:
+                    code, text = host.getreply()
+                    if code not in (250, 251):
+                        refused[recipient] = (code, text)
+                data = host.getreply()
+                closing = [r for r in (mail, data, *refused.values()) if r[0] == 421]
+                if closing:
+                    raise smtplib.SMTPResponseException(*closing[0])
+                if data[0] == 354 and mail[0] == 250 and len(refused) < len(msg.recipients):
+                    waiting = (key, msg, refused)
+                    current = None
+                    continue
+                if data[0] == 354:  # accepted DATA with nothing deliverable: end it empty
+                    host.sock.sendall(b".\r\n")  # type: ignore[union-attr]
+                    host.getreply()
+                reset = True
+                current = None
+                if mail[0] != 250:
+                    yield key, smtplib.SMTPSenderRefused(mail[0], mail[1], msg.envelope_from)
+                elif len(refused) == len(msg.recipients):
+                    yield key, smtplib.SMTPRecipientsRefused(refused)
+                else:
+                    yield key, smtplib.SMTPDataError(*data)
+            if waiting:
+                host.sock.sendall(_dot_stuffed(waiting[1].data))  # type: ignore[union-attr]
+                done, waiting = waiting, None
+                code, text = host.getreply()
+                if code == 250:
+                    self.num_emails += 1
+                    yield done[0], _decoded(done[2])
+                else:
+                    yield done[0], smtplib.SMTPDataError(code, text)
+            if reset:
+                host.rset()
+            if limit and self.num_emails >= limit:
+                self.num_emails = 0
+                self.close()
+        except (smtplib.SMTPException, OSError) as exc:
+            # The session is over. The message whose content was on its way and the
+            # one whose envelope was sent share the error; the rest is untouched.
+            self.close()
+            if waiting:
+                yield waiting[0], exc
+            if current is not None:
+                yield current[0], exc
 
     @staticmethod
     def _pipelined(

@@ -9,6 +9,7 @@ from functools import cache
 
 import pycountry
 from flask import current_app
+from jinja2 import Environment, select_autoescape
 
 from .campaigns import Addressee, Campaign
 from .models import Diplomat
@@ -83,6 +84,21 @@ def copies_for(campaign: Campaign, language: str, diplomats: list[Diplomat]) -> 
     return copies
 
 
+def letters_env() -> Environment:
+    """A Jinja environment for mail only: the app's templates, HTML autoescaped, but
+    without Flask's request globals, which cost a third of each render."""
+    env = current_app.extensions.get("letters_env")
+    if env is None:
+        env = Environment(
+            loader=current_app.jinja_loader,
+            autoescape=select_autoescape(["html"]),
+            auto_reload=False,
+            cache_size=1000,
+        )
+        current_app.extensions["letters_env"] = env
+    return env
+
+
 def render_letter(
     campaign: Campaign,
     *,
@@ -114,7 +130,7 @@ def render_letter(
         "variant": variant_of(seed),
         "org_name": org_name,
     }
-    env = current_app.jinja_env
+    env = letters_env()
     base = f"email/{campaign.slug}/{language}/"
     subject = env.get_template(base + "subject.txt").render(context)
     subject = " ".join(subject.split())[:SUBJECT_MAX]

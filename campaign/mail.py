@@ -13,7 +13,7 @@ from flask import current_app, url_for
 
 from . import mime
 from .campaigns import get_campaign
-from .letters import Letter, diplomats_for, render_letter
+from .letters import Letter, diplomats_for, letters_env, render_letter
 from .models import Appeal, Diplomat
 from .settings import RelaySettings
 
@@ -77,7 +77,7 @@ def confirm_url(token: str) -> str:
 def confirmation_message(appeal: Appeal, token: str, relay: RelaySettings) -> Outgoing:
     campaign = get_campaign(appeal.campaign)
     letter = letter_for(appeal, relay.org_name)
-    env = current_app.jinja_env
+    env = letters_env()
     context = {
         "appeal": appeal,
         "campaign": campaign,
