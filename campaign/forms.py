@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
+    DecimalField,
     EmailField,
     IntegerField,
     PasswordField,
@@ -56,6 +57,23 @@ class RelayForm(FlaskForm):
     org_name = StringField("Organisation name", validators=[Optional(), Length(max=100)])
     save = SubmitField("Save relay settings")
     revert = SubmitField("Forget saved settings (use the environment's)")
+
+
+class PacingForm(FlaskForm):
+    pacing_per_domain_per_hour = DecimalField(
+        "Appeals per hour to one receiving domain (everyone at mju.es shares one)",
+        validators=[DataRequired(), NumberRange(0.1, 1_000_000)],
+        places=None,
+    )
+    pacing_per_address_per_hour = DecimalField(
+        "Appeals per hour to one address",
+        validators=[DataRequired(), NumberRange(0.1, 1_000_000)],
+        places=None,
+    )
+    pacing_business_hours_only = BooleanField(
+        "Only Monday to Friday, 09:00–17:00 in the target's time zone"
+    )
+    save_pacing = SubmitField("Save pacing")
 
 
 class TestMailForm(FlaskForm):

@@ -117,3 +117,53 @@ def test_supporters_mail_is_never_behind_paced_target_mail(app, client, smtp, wo
     work()
     confirmations = [m for m in smtp.received if m.rcpt_tos[0].startswith("waiting")]
     assert len(confirmations) == 5
+
+
+def test_admin_changes_pacing_at_run_time(app, client):
+    import re
+
+    from campaign.models import Role
+    from campaign.settings import pacing_rules
+    from campaign.users import create_user
+
+    with app.app_context():
+        create_user("admin@example.org", Role.ADMIN, "correct horse battery staple")
+        assert pacing_rules().per_domain_per_hour == 120.0
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    client.post(
+        "/login",
+        data={
+            "csrf_token": token,
+            "email": "admin@example.org",
+            "password": "correct horse battery staple",
+        },
+    )
+    page = client.get("/admin").get_data(as_text=True)
+    assert 'id="pacing"' in page
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    reply = client.post(
+        "/admin/pacing",
+        data={
+            "csrf_token": token,
+            "pacing_per_domain_per_hour": "30",
+            "pacing_per_address_per_hour": "10",
+            "pacing_business_hours_only": "y",
+        },
+    )
+    assert reply.status_code == 302
+    with app.app_context():
+        rules = pacing_rules()  # what the next batch of any worker will read
+    assert (rules.per_domain_per_hour, rules.per_address_per_hour) == (30.0, 10.0)
+    assert rules.business_hours_only is True
+    # Nonsense is refused and changes nothing.
+    client.post(
+        "/admin/pacing",
+        data={
+            "csrf_token": token,
+            "pacing_per_domain_per_hour": "-5",
+            "pacing_per_address_per_hour": "x",
+        },
+    )
+    with app.app_context():
+        assert pacing_rules().per_domain_per_hour == 30.0

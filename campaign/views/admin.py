@@ -21,6 +21,7 @@ from ..forms import (
     CampaignOptionsForm,
     DeleteForm,
     DiplomatForm,
+    PacingForm,
     RelayForm,
     TestMailForm,
     UserForm,
@@ -46,10 +47,20 @@ def _relay_page(form: RelayForm | None = None, code: int = 200) -> tuple[str, in
                 "org_name": relay.org_name,
             }
         )
+    rules = settings.pacing_rules()
+    pacing_form = PacingForm(
+        data={
+            "pacing_per_domain_per_hour": rules.per_domain_per_hour,
+            "pacing_per_address_per_hour": rules.per_address_per_hour,
+            "pacing_business_hours_only": rules.business_hours_only,
+        }
+    )
     return render_template(
         "admin/relay.html",
         form=form,
         relay=relay,
+        pacing=rules,
+        pacing_form=pacing_form,
         password_set=bool(relay.password),
         test_form=TestMailForm(),
         campaigns=all_campaigns().values(),
@@ -112,6 +123,31 @@ def relay_save() -> Response | tuple[str, int]:
     settings.save(changes, by=current_user.email)
     names = ", ".join(sorted(changes)) or "nothing changed"
     flash(f"Relay settings saved ({names}). Workers use them from their next message.", "ok")
+    return redirect(url_for("admin.relay"))
+
+
+@bp.post("/pacing")
+@role_required(Role.ADMIN)
+def pacing_save() -> Response | tuple[str, int]:
+    form = PacingForm()
+    if not form.validate_on_submit():
+        flash(
+            "Pacing not saved: "
+            + "; ".join(
+                f"{getattr(form, k).label.text}: {' '.join(v)}" for k, v in form.errors.items()
+            ),
+            "error",
+        )
+        return redirect(url_for("admin.relay"))
+    settings.save(
+        {
+            "pacing_per_domain_per_hour": float(form.pacing_per_domain_per_hour.data),
+            "pacing_per_address_per_hour": float(form.pacing_per_address_per_hour.data),
+            "pacing_business_hours_only": bool(form.pacing_business_hours_only.data),
+        },
+        by=current_user.email,
+    )
+    flash("Pacing saved. Workers use it from their next batch.", "ok")
     return redirect(url_for("admin.relay"))
 
 
