@@ -161,3 +161,43 @@ def counts_by_status() -> dict[str, int]:
     counts = dict.fromkeys(Status.ALL, 0)
     counts.update({status: n for status, n in rows})
     return counts
+
+
+#: Manager actions: action → (states it applies to, state it leads to)
+STEERING: dict[str, tuple[tuple[str, ...], str]] = {
+    "hold": ((Status.QUEUED, Status.RETRYING), Status.HELD),
+    "release": ((Status.HELD,), Status.QUEUED),
+    "retry": ((Status.FAILED, Status.RETRYING), Status.QUEUED),
+    "cancel": (
+        (Status.AWAITING_CONFIRMATION, Status.QUEUED, Status.RETRYING, Status.HELD),
+        Status.CANCELLED,
+    ),
+}
+
+
+def steer(action: str, by: str, appeal_ids: list[int] | None = None) -> int:
+    """Apply a manager's action to the given appeals (all that it applies to if None).
+
+    Appeals being sent right now are never touched. Returns how many moved; the
+    sweeper enqueues the ones that became due.
+    """
+    sources, target = STEERING[action]
+    query = db.select(Appeal.id, Appeal.status).where(Appeal.status.in_(sources))
+    if appeal_ids is not None:
+        query = query.where(Appeal.id.in_(appeal_ids))
+    rows = db.session.execute(query).all()
+    if not rows:
+        return 0
+    values: dict[str, object] = {"status": target, "status_reason": f"{action} by {by}"}
+    if target == Status.QUEUED:
+        # A fresh start: due now, with its full number of attempts.
+        values.update(next_attempt_at=None, attempts=0, job_id=None)
+    moved = 0
+    for from_status in {status for _, status in rows}:
+        ids = [i for i, status in rows if status == from_status]
+        moved += db.session.execute(
+            update(Appeal).where(Appeal.id.in_(ids), Appeal.status == from_status).values(**values)
+        ).rowcount
+        record(ids, from_status, target, f"{action} by {by}")
+    db.session.commit()
+    return moved

@@ -89,6 +89,10 @@ class DiplomatForm(FlaskForm):
     add = SubmitField("Add representative")
 
 
+class SteerForm(FlaskForm):
+    """CSRF only: the action and the appeal come as button values."""
+
+
 class DeleteForm(FlaskForm):
     delete = SubmitField("Delete")
 

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, current_app, render_template
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import current_user
 
-from .. import capture
+from .. import appeals, capture
 from ..appeals import counts_by_status
 from ..db import db
+from ..forms import SteerForm
 from ..models import Appeal, Role, Status
 from ..users import role_required
 
@@ -25,6 +37,8 @@ def dashboard() -> str:
     ).all()
     return render_template(
         "manage/dashboard.html",
+        steer_form=SteerForm(),
+        steering=appeals.STEERING,
         counts=counts_by_status(),
         latest=latest,
         failures=failures,
@@ -34,6 +48,27 @@ def dashboard() -> str:
 
 def _capture_dir() -> str | None:
     return current_app.config["MAIL_CAPTURE_DIR"] if current_app.config["MAIL_CAPTURE"] else None
+
+
+@bp.post("/steer")
+@role_required(Role.MANAGER)
+def steer() -> Response:
+    form = SteerForm()
+    action = request.form.get("action", "")
+    if not form.validate_on_submit() or action not in appeals.STEERING:
+        flash("That did not work: reload the page and try again.", "error")
+        return redirect(url_for("manage.dashboard"))
+    raw = request.form.get("appeal_id", "")
+    ids = None if raw == "all" else [int(raw)] if raw.isdigit() else []
+    moved = appeals.steer(action, by=current_user.email, appeal_ids=ids)
+    noun = "appeal" if moved == 1 else "appeals"
+    flash(
+        f"{action.capitalize()}: {moved} {noun}."
+        if moved
+        else f"Nothing to {action}: the appeal has moved on since the page was loaded.",
+        "ok" if moved else "error",
+    )
+    return redirect(url_for("manage.dashboard"))
 
 
 @bp.get("/mail")
