@@ -65,7 +65,16 @@ class Stack:
         self.stopping = False
 
     def start(self, name: str, argv: list[str]) -> None:
-        self.procs[name] = subprocess.Popen(argv, env=self.env, cwd=ROOT)
+        # Each part in its own process group, so that stopping it also stops what
+        # it forked (the pool's workers would otherwise outlive a killed pool).
+        self.procs[name] = subprocess.Popen(argv, env=self.env, cwd=ROOT, start_new_session=True)
+
+    @staticmethod
+    def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
 
     def start_broker(self) -> None:
         if self.env.get("REDIS_URL"):
@@ -143,7 +152,8 @@ class Stack:
                     continue
                 if name in ("workers", "sweeper"):
                     _say(f"{name} exited with {code}; starting again")
-                    self.start("worker", proc.args)  # type: ignore[arg-type]
+                    self._signal(proc, signal.SIGKILL)  # anything it left behind
+                    self.start(name, proc.args)  # type: ignore[arg-type]
                 else:
                     _say(f"{name} exited with {code}; stopping")
                     self.stop()
@@ -153,13 +163,12 @@ class Stack:
     def stop(self, *_: object) -> None:
         self.stopping = True
         for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
+            self._signal(proc, signal.SIGTERM)
         for proc in self.procs.values():
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                self._signal(proc, signal.SIGKILL)
         if self.broker is not None:
             self.broker.stop()  # type: ignore[attr-defined]
 
