@@ -7,6 +7,7 @@ the web app and an RQ worker. A worker that dies is replaced; Ctrl-C stops all.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -71,10 +72,8 @@ class Stack:
 
     @staticmethod
     def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def start_broker(self) -> None:
         if self.env.get("REDIS_URL"):
