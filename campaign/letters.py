@@ -6,6 +6,7 @@ import gettext
 import hashlib
 from dataclasses import dataclass
 from functools import cache
+from typing import Protocol
 
 import pycountry
 from flask import current_app
@@ -142,4 +143,33 @@ def render_letter(
         html=html,
         to=(Recipient(to.name, to.email),),
         cc=tuple(Recipient(c.name, c.email) for c in copies if c.email),
+    )
+
+
+class Writer(Protocol):
+    """Who writes: an appeal row, or a supporter's input being previewed."""
+
+    name: str
+    email: str
+    language: str
+    country: str
+    message: str | None
+
+
+def letter_for(
+    campaign: Campaign, writer: Writer, org_name: str, diplomats: list[Diplomat] | None = None
+) -> Letter:
+    """The letter this supporter sends; the preview and the sent mail are the same."""
+    if diplomats is None:
+        diplomats = diplomats_for(campaign, writer.country)
+    return render_letter(
+        campaign,
+        name=writer.name,
+        email=writer.email,
+        language=writer.language,
+        country=writer.country,
+        message=writer.message,
+        seed=writer.email,
+        diplomats=diplomats,
+        org_name=org_name,
     )

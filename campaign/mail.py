@@ -13,7 +13,7 @@ from flask import current_app, url_for
 
 from . import mime
 from .campaigns import get_campaign
-from .letters import Letter, diplomats_for, letters_env, render_letter
+from .letters import letter_for, letters_env
 from .models import Appeal, Diplomat
 from .settings import RelaySettings
 
@@ -28,23 +28,6 @@ class Outgoing:
     message_id: str
 
 
-def letter_for(appeal: Appeal, org_name: str, diplomats: list[Diplomat] | None = None) -> Letter:
-    campaign = get_campaign(appeal.campaign)
-    if diplomats is None:
-        diplomats = diplomats_for(campaign, appeal.country)
-    return render_letter(
-        campaign,
-        name=appeal.name,
-        email=appeal.email,
-        language=appeal.language,
-        country=appeal.country,
-        message=appeal.message,
-        seed=appeal.email,
-        diplomats=diplomats,
-        org_name=org_name,
-    )
-
-
 def sender_domain(relay: RelaySettings) -> str:
     return relay.sender.rpartition("@")[2] or "localhost"
 
@@ -52,7 +35,7 @@ def sender_domain(relay: RelaySettings) -> str:
 def appeal_message(
     appeal: Appeal, relay: RelaySettings, diplomats: list[Diplomat] | None = None
 ) -> Outgoing:
-    letter = letter_for(appeal, relay.org_name, diplomats)
+    letter = letter_for(get_campaign(appeal.campaign), appeal, relay.org_name, diplomats)
     message_id = mime.make_message_id(sender_domain(relay))
     data = mime.build(
         sender=(f"{appeal.name} via {relay.org_name}", relay.sender),
@@ -76,7 +59,7 @@ def confirm_url(token: str) -> str:
 
 def confirmation_message(appeal: Appeal, token: str, relay: RelaySettings) -> Outgoing:
     campaign = get_campaign(appeal.campaign)
-    letter = letter_for(appeal, relay.org_name)
+    letter = letter_for(campaign, appeal, relay.org_name)
     env = letters_env()
     context = {
         "appeal": appeal,

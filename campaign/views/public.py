@@ -18,7 +18,7 @@ from ..exceptions import (
 )
 from ..forms import AppealForm, ConfirmForm
 from ..intake import countries, language_name, parse_supporter
-from ..letters import diplomats_for, render_letter
+from ..letters import letter_for
 from ..settings import relay_settings
 from . import limiter
 
@@ -83,17 +83,7 @@ def campaign(slug: str) -> str | tuple[str, int]:
         context["errors"] = e.fields
         return render_template("public/campaign.html", **context), 422
     if form.preview.data:
-        context["letter"] = render_letter(
-            campaign,
-            name=supporter.name,
-            email=supporter.email,
-            language=supporter.language,
-            country=supporter.country,
-            message=supporter.message,
-            seed=supporter.email,
-            diplomats=diplomats_for(campaign, supporter.country),
-            org_name=relay_settings().org_name,
-        )
+        context["letter"] = letter_for(campaign, supporter, relay_settings().org_name)
         return render_template("public/campaign.html", **context)
     try:
         appeal = appeals.submit(campaign, supporter)
