@@ -161,3 +161,97 @@ def test_running_a_job_twice_sends_once(app, client, smtp, work, no_confirmation
         queue.enqueue("campaign.jobs.deliver_appeals", [appeal.id])  # a duplicate job
     work()
     assert len(smtp.received) == 1
+
+
+def _self_signed(tmp_path):
+    """A certificate for 127.0.0.1 that no trust store knows."""
+    import datetime
+    import ipaddress
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    return context
+
+
+def test_starttls_verifies_the_relays_certificate(app, client, work, no_confirmation, tmp_path):
+    """A relay with a certificate nobody vouches for gets nothing: Flask-Mail 0.10
+    would have sent the appeal to it."""
+    from aiosmtpd.controller import Controller
+
+    from campaign import settings
+    from conftest import SinkHandler, free_port
+
+    handler = SinkHandler()
+    port = free_port()
+    controller = Controller(
+        handler,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=_self_signed(tmp_path),
+        require_starttls=True,
+    )
+    controller.start()
+    try:
+        with app.app_context():
+            settings.save({"relay_port": port, "relay_security": "starttls"}, by="test")
+        _send(client)
+        work()
+    finally:
+        controller.stop()
+    appeal = _appeal(app, "s0@example.org")
+    assert handler.received == []
+    assert appeal.status == Status.RETRYING  # the admin's to fix; never failed for it
+    assert "CERTIFICATE_VERIFY_FAILED" in appeal.status_reason
+
+
+def test_synthetic_appeals_refuse_a_relay_that_is_not_on_loopback(app):
+    from campaign import settings
+    from campaign.models import Appeal
+
+    with app.app_context():
+        settings.save({"relay_host": "smtp.example.org"}, by="test")
+    result = app.test_cli_runner().invoke(
+        args=["appeals", "synthetic", "--campaign", "pavlov-extradition", "--count", "5"]
+    )
+    assert result.exit_code != 0
+    assert "not on loopback" in result.output
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(Appeal)) == 0
+    with app.app_context():
+        settings.save({"relay_host": None}, by="test")
+    result = app.test_cli_runner().invoke(
+        args=["appeals", "synthetic", "--campaign", "pavlov-extradition", "--count", "5"]
+    )
+    assert result.exit_code == 0, result.output
