@@ -321,41 +321,47 @@ def main() -> None:
     redis_url = f"redis://127.0.0.1:{broker.port}/0"
     sink = Sink()
     try:
-        wire = wire_rate(sink, args.count)
-        print(
-            f"wire: smtp-source -> smtp-sink, 1 reused connection, 3 KB: {wire:,.0f} msg/s",
-            flush=True,
-        )
+        # The wire's rate varies from run to run on this machine (seen: 2,600 to
+        # 4,600 msg/s), so it is measured before and after the end-to-end runs and
+        # the best is the baseline: the ratios are the least flattering ones.
+        wires = [wire_rate(sink, args.count), wire_rate(sink, args.count)]
         naive = naive_rate(sink, redis_url, args.naive_count)
-        print(
-            f"naive baseline: 1 Flask-Mail message per job, forking RQ worker: "
-            f"{naive:,.0f} msg/s (n={args.naive_count})",
-            flush=True,
-        )
         runs = [("sqlite", f"sqlite:///{workdir / 'bench.db'}", None)]
         pg = postgres_database()
-        if pg is None:
-            print(f"postgresql: skipped, {PG_ADMIN} is not reachable (set BENCH_DATABASE_URL)")
-        else:
+        if pg is not None:
             runs.append(("postgresql", pg[0], pg[1]))
+        results = {}
         try:
             for name, url, _ in runs:
-                result = end_to_end(url, redis_url, sink, args.count, args.workers, workdir / name)
-                print(
-                    f"end to end, {name}: {result['rate']:,.0f} appeals/s "
-                    f"(n={args.count} in {result['seconds']:.1f} s, {args.workers} workers) "
-                    f"= {result['rate'] / wire:.2f}x the wire, "
-                    f"{result['rate'] / naive:.0f}x the naive baseline",
-                    flush=True,
-                )
-                print(
-                    f"worker peak RSS, {name}: {result['rss_mb']:.0f} MB; "
-                    f"Redis bytes per queued appeal: {result['redis_bytes_per_appeal']:.0f}",
-                    flush=True,
+                results[name] = end_to_end(
+                    url, redis_url, sink, args.count, args.workers, workdir / name
                 )
         finally:
             if pg is not None:
                 drop_postgres(pg[1])
+        wires.append(wire_rate(sink, args.count))
+        wire = max(wires)
+        print(
+            f"wire: smtp-source -> smtp-sink, 1 reused connection, 3 KB, n={args.count}: "
+            f"{wire:,.0f} msg/s (best of {' / '.join(f'{w:,.0f}' for w in wires)})"
+        )
+        print(
+            f"naive baseline: 1 Flask-Mail message per job, forking RQ worker: "
+            f"{naive:,.0f} msg/s (n={args.naive_count})"
+        )
+        if pg is None:
+            print(f"postgresql: skipped, {PG_ADMIN} is not reachable (set BENCH_DATABASE_URL)")
+        for name, result in results.items():
+            print(
+                f"end to end, {name}: {result['rate']:,.0f} appeals/s "
+                f"(n={args.count} in {result['seconds']:.1f} s, {args.workers} workers) "
+                f"= {result['rate'] / wire:.2f}x the wire, "
+                f"{result['rate'] / naive:.0f}x the naive baseline"
+            )
+            print(
+                f"worker peak RSS, {name}: {result['rss_mb']:.0f} MB; "
+                f"Redis bytes per queued appeal: {result['redis_bytes_per_appeal']:.0f}"
+            )
     finally:
         sink.stop()
         broker.stop()
