@@ -75,7 +75,13 @@ def classify(exc: BaseException) -> tuple[bool, str]:
 _appeals = Appeal.__table__
 _RECORD = (
     update(_appeals)
-    .where(_appeals.c.id == bindparam("_id"))
+    # Only rows this job still holds: if the sweeper gave them to another job after
+    # a lost heartbeat, this one must not overwrite what the other recorded.
+    .where(
+        _appeals.c.id == bindparam("_id"),
+        _appeals.c.job_id == bindparam("_job"),
+        _appeals.c.status == Status.SENDING,
+    )
     .values(
         status=bindparam("_status"),
         status_reason=bindparam("_reason"),
@@ -117,6 +123,7 @@ class Batch:
         self.rows.append(
             {
                 "_id": appeal.id,
+                "_job": self.job_id,
                 "_status": status,
                 "_reason": reason,
                 "_sent_at": now if sent else None,
