@@ -139,6 +139,7 @@ def end_to_end(
 
     from app import create_app
     from campaign.db import db
+    from campaign.devstack import worker_pool_argv
     from campaign.models import Appeal, Status
     from campaign.sweeper import sweep
     from campaign.synthetic import create_synthetic
@@ -181,23 +182,7 @@ def end_to_end(
     workdir.mkdir(parents=True, exist_ok=True)
     pool_log = (workdir / "pool.log").open("wb")  # noqa: SIM115 - lives as long as the pool
     pool = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rq.cli",
-            "worker-pool",
-            "--num-workers",
-            str(workers),
-            "--worker-class",
-            "campaign.worker.AppWorker",
-            "--serializer",
-            "json",
-            "--url",
-            redis_url,
-            "--quiet",
-            "supporters",
-            "appeals",
-        ],
+        [*worker_pool_argv(redis_url, workers), "--quiet"],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,

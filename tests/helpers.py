@@ -27,3 +27,16 @@ def confirmation_token(raw: bytes | str) -> str:
     found = re.findall(r"/confirm/([A-Za-z0-9_\-]{20,})", text)
     assert found, "no confirmation link in the message"
     return found[-1]
+
+
+def csrf_token(html: str) -> str:
+    """The CSRF token of the first form on a page."""
+    found = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html)
+    assert found, "no CSRF token on the page"
+    return found.group(1)
+
+
+def log_in(client: Any, email: str, password: str) -> Any:
+    """Log a staff member in through the real form."""
+    token = csrf_token(client.get("/login").get_data(as_text=True))
+    return client.post("/login", data={"csrf_token": token, "email": email, "password": password})

@@ -18,19 +18,13 @@ from campaign.models import CampaignOption, Diplomat, Role, Setting, Status, Use
 from campaign.settings import decrypt_secret
 from campaign.users import create_user
 from conftest import SinkHandler, free_port
-from helpers import APPEALS_URL, supporter
+from helpers import APPEALS_URL, csrf_token, supporter
 
 ADMIN = "admin@example.org"
 MANAGER = "manager@example.org"
 PASSWORD = "correct horse battery staple"
 
 # --- helpers -----------------------------------------------------------------------------
-
-
-def csrf_token(html: str) -> str:
-    found = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html)
-    assert found, "no CSRF token on the page"
-    return found.group(1)
 
 
 def add_user(app: Any, email: str, role: str, password: str = PASSWORD) -> None:

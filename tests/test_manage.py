@@ -23,16 +23,10 @@ from campaign.models import Appeal, CampaignOption, Diplomat, Role, Status
 from campaign.queue import rq
 from campaign.users import create_user
 from conftest import _base_config, _truncate, free_port
-from helpers import APPEALS_URL, supporter
+from helpers import APPEALS_URL, csrf_token, supporter
 
 MANAGER = "manager@example.org"
 PASSWORD = "correct horse battery staple"
-
-
-def csrf_token(html: str) -> str:
-    found = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html)
-    assert found, "no CSRF token on the page"
-    return found.group(1)
 
 
 def log_in_manager(app: Any, client: Any) -> Any:

@@ -14,7 +14,7 @@ from campaign.models import Appeal, CampaignOption, Status
 from campaign.pacing import Pacer, PacingRules, seconds_until_open
 from campaign.sweeper import sweep
 from campaign.synthetic import create_synthetic
-from helpers import APPEALS_URL, supporter
+from helpers import APPEALS_URL, csrf_token, supporter
 
 
 def test_bucket_grants_its_rate(redis):
@@ -120,7 +120,6 @@ def test_supporters_mail_is_never_behind_paced_target_mail(app, client, smtp, wo
 
 
 def test_admin_changes_pacing_at_run_time(app, client):
-    import re
 
     from campaign.models import Role
     from campaign.settings import pacing_rules
@@ -130,7 +129,7 @@ def test_admin_changes_pacing_at_run_time(app, client):
         create_user("admin@example.org", Role.ADMIN, "correct horse battery staple")
         assert pacing_rules().per_domain_per_hour == 120.0
     page = client.get("/login").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    token = csrf_token(page)
     client.post(
         "/login",
         data={
@@ -141,7 +140,7 @@ def test_admin_changes_pacing_at_run_time(app, client):
     )
     page = client.get("/admin").get_data(as_text=True)
     assert 'id="pacing"' in page
-    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    token = csrf_token(page)
     reply = client.post(
         "/admin/pacing",
         data={

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from campaign.db import db
 from campaign.models import Appeal, AppealEvent, CampaignOption, Role, Status
 from campaign.sweeper import sweep
 from campaign.users import create_user
-from helpers import APPEALS_URL, supporter
+from helpers import APPEALS_URL, csrf_token, supporter
 
 PASSWORD = "correct horse battery staple"
-
-
-def _token(html: str) -> str:
-    return re.search(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"', html).group(1)
 
 
 @pytest.fixture
@@ -25,7 +19,7 @@ def manager(app, client):
         create_user("manager@example.org", Role.MANAGER, PASSWORD)
         db.session.add(CampaignOption(slug="pavlov-extradition", confirmation_required=False))
         db.session.commit()
-    token = _token(client.get("/login").get_data(as_text=True))
+    token = csrf_token(client.get("/login").get_data(as_text=True))
     client.post(
         "/login", data={"csrf_token": token, "email": "manager@example.org", "password": PASSWORD}
     )
@@ -33,7 +27,7 @@ def manager(app, client):
 
 
 def _steer(client, action, appeal_id):
-    token = _token(client.get("/manage").get_data(as_text=True))
+    token = csrf_token(client.get("/manage").get_data(as_text=True))
     return client.post(
         "/manage/steer", data={"csrf_token": token, "action": action, "appeal_id": str(appeal_id)}
     )
@@ -117,13 +111,13 @@ def test_an_action_that_no_longer_applies_changes_nothing(app, manager, smtp, wo
     assert "has moved on" in manager.get("/manage").get_data(as_text=True)
 
 
-def test_steering_needs_a_manager_and_a_csrf_token(app, client, manager):
+def test_steering_needs_a_manager_and_a_csrfcsrf_token(app, client, manager):
     manager.post(APPEALS_URL, json=supporter(email="x@example.org"))
     appeal_id = _id(app, "x@example.org")
     reply = manager.post("/manage/steer", data={"action": "cancel", "appeal_id": appeal_id})
     assert _status(app, "x@example.org") == Status.QUEUED
     assert reply.status_code in (302, 400)
-    manager.post("/logout", data={"csrf_token": _token(manager.get("/manage").get_data(True))})
+    manager.post("/logout", data={"csrf_token": csrf_token(manager.get("/manage").get_data(True))})
     anonymous = app.test_client()
     assert anonymous.post(
         "/manage/steer", data={"action": "cancel", "appeal_id": appeal_id}
