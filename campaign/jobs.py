@@ -87,7 +87,12 @@ def _prepare(appeals: list[Any], relay: RelaySettings, batch: Batch) -> deque[tu
         key = (appeal.campaign, appeal.country)
         if key not in diplomats:
             diplomats[key] = diplomats_for(campaign, appeal.country)
-        outgoing = appeal_message(appeal, relay, diplomats=diplomats[key])
+        try:
+            outgoing = appeal_message(appeal, relay, diplomats=diplomats[key])
+        except Exception as exc:  # noqa: BLE001 - one bad letter must not stop the batch
+            current_app.logger.exception("appeal %s: the letter could not be rendered", appeal.id)
+            batch.failed(appeal, f"the letter could not be rendered: {exc!r}", permanent=True)
+            continue
         wait = pacer.wait_for(outgoing.recipients, campaign.to.timezone, utcnow())
         if wait:
             # Spread the waiting appeals over the coming slots instead of waking

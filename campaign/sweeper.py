@@ -22,6 +22,7 @@ from flask import current_app
 from sqlalchemy import insert, or_, update
 
 from . import journal
+from .batches import MAX_ATTEMPTS
 from .db import db, utcnow
 from .models import Appeal, AppealEvent, Status
 from .queue import APPEALS, CONFIRM, DELIVER, SUPPORTERS, enqueue_many, live_jobs, new_job_id, rq
@@ -69,6 +70,24 @@ def _recover_abandoned(report: SweepReport) -> None:
             )
         )
     lost = [i for i in stale if i not in accepted]
+    # An appeal whose worker keeps dying on it (it crashes the process, say) must not
+    # cycle forever: after MAX_ATTEMPTS claims it fails, visibly, for a manager to see.
+    doomed = set(
+        db.session.scalars(
+            db.select(Appeal.id).where(Appeal.id.in_(lost), Appeal.attempts >= MAX_ATTEMPTS)
+        )
+    )
+    lost = [i for i in lost if i not in doomed]
+    if doomed:
+        db.session.execute(
+            update(Appeal)
+            .where(Appeal.id.in_(doomed), Appeal.status == Status.SENDING)
+            .values(
+                status=Status.FAILED,
+                updated_at=now,
+                status_reason=f"its worker stopped while sending it {MAX_ATTEMPTS} times",
+            )
+        )
     if lost:
         db.session.execute(
             update(Appeal)
@@ -90,6 +109,16 @@ def _recover_abandoned(report: SweepReport) -> None:
             "at": now,
         }
         for i in accepted
+    ]
+    events += [
+        {
+            "appeal_id": i,
+            "from_status": Status.SENDING,
+            "to_status": Status.FAILED,
+            "reason": "worker stopped too often",
+            "at": now,
+        }
+        for i in doomed
     ]
     events += [
         {

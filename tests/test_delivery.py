@@ -255,3 +255,41 @@ def test_synthetic_appeals_refuse_a_relay_that_is_not_on_loopback(app):
         args=["appeals", "synthetic", "--campaign", "pavlov-extradition", "--count", "5"]
     )
     assert result.exit_code == 0, result.output
+
+
+def test_a_letter_that_cannot_be_rendered_fails_alone(app, smtp, work):
+    from campaign.synthetic import create_synthetic
+
+    with app.app_context():
+        create_synthetic("pavlov-extradition", 3)
+        broken = db.session.scalar(db.select(Appeal).order_by(Appeal.id))
+        broken.language = "fr"  # no French letter: as if a template went missing
+        db.session.commit()
+        sweep()
+    work()
+    with app.app_context():
+        rows = db.session.scalars(db.select(Appeal).order_by(Appeal.id)).all()
+        assert [a.status for a in rows] == [Status.FAILED, Status.SENT, Status.SENT]
+        assert "could not be rendered" in rows[0].status_reason
+    assert len(smtp.received) == 2
+
+
+def test_an_appeal_whose_worker_keeps_dying_fails_visibly(app):
+    from datetime import timedelta
+
+    from campaign.db import utcnow
+    from campaign.synthetic import create_synthetic
+
+    app.config["SENDING_LEASE_SECONDS"] = 1
+    with app.app_context():
+        create_synthetic("pavlov-extradition", 2)
+        first, second = db.session.scalars(db.select(Appeal).order_by(Appeal.id)).all()
+        for appeal, attempts in ((first, 6), (second, 2)):
+            appeal.status, appeal.attempts = Status.SENDING, attempts
+            appeal.updated_at = utcnow() - timedelta(minutes=10)
+        db.session.commit()
+        report = sweep()
+        db.session.expire_all()
+        assert (first.status, second.status) == (Status.FAILED, Status.QUEUED)
+        assert "stopped while sending it 6 times" in first.status_reason
+        assert report.recovered_queued == 1
