@@ -293,3 +293,22 @@ def test_an_appeal_whose_worker_keeps_dying_fails_visibly(app):
         assert (first.status, second.status) == (Status.FAILED, Status.QUEUED)
         assert "stopped while sending it 6 times" in first.status_reason
         assert report.recovered_queued == 1
+
+
+def test_a_lost_confirmation_job_is_sent_again(app, client, smtp, redis, work):
+    from datetime import timedelta
+
+    from campaign.db import utcnow
+
+    client.post(APPEALS_URL, json=supporter(email="waiting@example.org"))
+    redis.flushdb()  # the confirmation job is gone with Redis
+    with app.app_context():
+        assert sweep().confirmations == 0  # a new appeal's own job gets a grace period
+        db.session.execute(db.update(Appeal).values(created_at=utcnow() - timedelta(minutes=5)))
+        db.session.commit()
+        assert sweep().confirmations == 1
+        assert sweep().confirmations == 0  # its job is live now: not enqueued twice
+    work()
+    assert [m.rcpt_tos for m in smtp.received] == [["waiting@example.org"]]
+    with app.app_context():
+        assert sweep().confirmations == 0  # sent: nothing more to do
