@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import insert, or_, update
+from sqlalchemy import or_, update
 
 from . import journal
+from .appeals import record
 from .batches import MAX_ATTEMPTS
 from .db import db, utcnow
-from .models import Appeal, AppealEvent, Status
+from .models import Appeal, Status
 from .queue import APPEALS, CONFIRM, DELIVER, SUPPORTERS, enqueue_many, live_jobs, new_job_id, rq
 
 CONFIRMATION_GRACE = timedelta(seconds=30)
@@ -100,37 +101,9 @@ def _recover_abandoned(report: SweepReport) -> None:
                 status_reason="its worker stopped before sending; queued again",
             )
         )
-    events = [
-        {
-            "appeal_id": i,
-            "from_status": Status.SENDING,
-            "to_status": Status.SENT,
-            "reason": "acceptance journal",
-            "at": now,
-        }
-        for i in accepted
-    ]
-    events += [
-        {
-            "appeal_id": i,
-            "from_status": Status.SENDING,
-            "to_status": Status.FAILED,
-            "reason": "worker stopped too often",
-            "at": now,
-        }
-        for i in doomed
-    ]
-    events += [
-        {
-            "appeal_id": i,
-            "from_status": Status.SENDING,
-            "to_status": Status.QUEUED,
-            "reason": "worker stopped",
-            "at": now,
-        }
-        for i in lost
-    ]
-    db.session.execute(insert(AppealEvent), events)
+    record(list(accepted), Status.SENDING, Status.SENT, "acceptance journal", at=now)
+    record(list(doomed), Status.SENDING, Status.FAILED, "worker stopped too often", at=now)
+    record(lost, Status.SENDING, Status.QUEUED, "worker stopped", at=now)
     db.session.commit()
     journal.clear(redis, list(accepted))
     report.recovered_sent += len(accepted)
