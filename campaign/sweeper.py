@@ -182,6 +182,13 @@ def run_forever(interval: float) -> None:
                 or report.recovered_sent
                 or report.confirmations
             ):
-                log.warning("sweep: %s", report)
+                log.warning(
+                    "sweep: enqueued %d in %d jobs, %d confirmations; recovered %d sent, %d queued",
+                    report.enqueued,
+                    report.jobs,
+                    report.confirmations,
+                    report.recovered_sent,
+                    report.recovered_queued,
+                )
         db.session.remove()
         time.sleep(max(0.0, interval - (time.monotonic() - started)))
