@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -248,6 +249,42 @@ def backend(request: pytest.FixtureRequest, database_urls: dict[str, str]) -> st
     return str(request.param)
 
 
+def capture_config(database_url: str, redis_url: str, tmp_path: Path) -> dict[str, Any]:
+    """A test config with no MAIL_SERVER: the local mail capture receives everything."""
+    config = _base_config(database_url, redis_url, 1)
+    del config["MAIL_SERVER"], config["MAIL_PORT"]
+    config["MAIL_CAPTURE_PORT"] = free_port()
+    config["MAIL_CAPTURE_DIR"] = str(tmp_path / "capture")
+    return config
+
+
+@contextmanager
+def fresh_app(config: dict[str, Any]) -> Iterator[Any]:
+    """An app on empty tables, its connections closed afterwards."""
+    app = create_app(config)
+    with app.app_context():
+        _truncate()
+    try:
+        yield app
+    finally:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+def run_jobs(app: Any, redis: Redis) -> None:
+    """Run every queued job now, in this process, with a real RQ worker on real Redis."""
+    from campaign.queue import rq
+
+    with app.app_context():
+        queues = list(rq.queues.values())
+        worker = SimpleWorker(
+            queues, connection=redis, serializer=JSONSerializer, job_class=queues[0].job_class
+        )
+        worker.work(burst=True)
+        db.session.remove()
+
+
 @pytest.fixture
 def app(
     backend: str,
@@ -259,13 +296,8 @@ def app(
 ) -> Iterator[Any]:
     config = _base_config(database_urls[backend], redis_url, smtp.port)
     config["MAIL_CAPTURE_DIR"] = str(tmp_path / "capture")
-    app = create_app(config)
-    with app.app_context():
-        _truncate()
-    yield app
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    with fresh_app(config) as app:
+        yield app
 
 
 def _truncate() -> None:
@@ -286,15 +318,4 @@ def client(app: Any) -> Any:
 @pytest.fixture
 def work(app: Any, redis: Redis) -> Any:
     """Run every queued job now, in this process, with a real RQ worker on real Redis."""
-    from campaign.queue import rq
-
-    def run() -> None:
-        with app.app_context():
-            queues = list(rq.queues.values())
-            worker = SimpleWorker(
-                queues, connection=redis, serializer=JSONSerializer, job_class=queues[0].job_class
-            )
-            worker.work(burst=True)
-            db.session.remove()
-
-    return run
+    return lambda: run_jobs(app, redis)

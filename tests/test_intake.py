@@ -12,6 +12,7 @@ from campaign.campaigns import Campaign, load_campaigns
 from campaign.exceptions import InvalidInput
 from campaign.intake import EMAIL_MAX, MESSAGE_MAX, NAME_MAX, SupporterInput, parse_supporter
 from conftest import ROOT
+from helpers import supporter
 
 BIG = "a" * 100 * 1024  # 100 KB
 
@@ -22,17 +23,7 @@ def campaign() -> Campaign:
     return campaigns["pavlov-extradition"]
 
 
-def good(**overrides: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "name": "Ana García",
-        "email": "ana@example.org",
-        "language": "es",
-        "country": "GB",
-        "message": "Por favor, actúe ya.",
-        "consent": True,
-    }
-    data.update(overrides)
-    return {k: v for k, v in data.items() if v is not ...}
+good = supporter  # a valid submission, with overrides
 
 
 def refused(campaign: Campaign, data: dict[str, Any]) -> dict[str, str]:

@@ -13,16 +13,12 @@ from urllib.parse import urlsplit
 import pytest
 from aiosmtpd.controller import Controller
 from redis import Redis
-from rq import SimpleWorker
-from rq.serializers import JSONSerializer
 
-from app import create_app
 from campaign.capture import MaildirHandler
 from campaign.db import db
 from campaign.models import Appeal, CampaignOption, Diplomat, Role, Status
-from campaign.queue import rq
 from campaign.users import create_user
-from conftest import _base_config, _truncate, free_port
+from conftest import capture_config, fresh_app, run_jobs
 from helpers import APPEALS_URL, csrf_token, supporter
 
 MANAGER = "manager@example.org"
@@ -211,37 +207,19 @@ def capture_app(
 ) -> Iterator[Any]:
     """An app with no MAIL_SERVER, so everything goes to the local capture, and that
     capture running on a free loopback port."""
-    config = _base_config(database_urls[backend], redis_url, 1)
-    del config["MAIL_SERVER"], config["MAIL_PORT"]
-    config["MAIL_CAPTURE_PORT"] = free_port()
-    config["MAIL_CAPTURE_DIR"] = str(tmp_path / "capture")
-    app = create_app(config)
-    assert app.config["MAIL_CAPTURE"] is True
-    with app.app_context():
-        _truncate()
-    controller = Controller(
-        MaildirHandler(config["MAIL_CAPTURE_DIR"]),
-        hostname="127.0.0.1",
-        port=config["MAIL_CAPTURE_PORT"],
-    )
-    controller.start()
-    try:
-        yield app
-    finally:
-        controller.stop()
-        with app.app_context():
-            db.session.remove()
-            db.engine.dispose()
-
-
-def run_jobs(app: Any, redis: Redis) -> None:
-    with app.app_context():
-        queues = list(rq.queues.values())
-        worker = SimpleWorker(
-            queues, connection=redis, serializer=JSONSerializer, job_class=queues[0].job_class
+    config = capture_config(database_urls[backend], redis_url, tmp_path)
+    with fresh_app(config) as app:
+        assert app.config["MAIL_CAPTURE"] is True
+        controller = Controller(
+            MaildirHandler(config["MAIL_CAPTURE_DIR"]),
+            hostname="127.0.0.1",
+            port=config["MAIL_CAPTURE_PORT"],
         )
-        worker.work(burst=True)
-        db.session.remove()
+        controller.start()
+        try:
+            yield app
+        finally:
+            controller.stop()
 
 
 def test_captured_mail_is_listed_and_readable(capture_app, redis):

@@ -16,7 +16,7 @@ from campaign import settings
 from campaign.db import db
 from campaign.models import Role, Setting, User
 from campaign.users import authenticate, create_user
-from conftest import _base_config, _truncate, free_port
+from conftest import capture_config, fresh_app
 
 
 def keyed(secret: str) -> Flask:
@@ -121,17 +121,8 @@ def capture_app(
     backend: str, database_urls: dict[str, str], redis: Any, redis_url: str, tmp_path: Path
 ) -> Iterator[Flask]:
     """No MAIL_SERVER: the local mail capture receives everything."""
-    config = _base_config(database_urls[backend], redis_url, 1)
-    del config["MAIL_SERVER"], config["MAIL_PORT"]
-    config["MAIL_CAPTURE_PORT"] = free_port()
-    config["MAIL_CAPTURE_DIR"] = str(tmp_path / "capture")
-    app = create_app(config)
-    with app.app_context():
-        _truncate()
-    yield app
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    with fresh_app(capture_config(database_urls[backend], redis_url, tmp_path)) as app:
+        yield app
 
 
 def test_capture_mode_labels(capture_app):
