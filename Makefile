@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint worker sweeper bench clean
+.PHONY: run test lint worker dispatcher sweeper bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,14 +25,17 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 ## Workers for another machine (one per core): need REDIS_URL, DATABASE_URL, SECRET_KEY
-## and the MAIL_* relay. Run `make sweeper` once per installation, next to them.
+## and the MAIL_* relay. Run `make dispatcher` once per installation, next to them.
 worker: $(STAMP)
 	$(BIN)/python -m rq.cli worker-pool --num-workers $$(nproc) \
 	  --worker-class campaign.worker.AppWorker --serializer json --url "$$REDIS_URL" \
 	  supporters appeals
 
-sweeper: $(STAMP)
-	$(BIN)/flask --app app appeals sweep
+dispatcher: $(STAMP)
+	$(BIN)/flask --app app appeals dispatch
+
+## The first landing's name for the dispatcher.
+sweeper: dispatcher
 
 ## Benchmarks (installs Postfix's smtp-sink/smtp-source if missing; needs root for that).
 bench: $(STAMP)

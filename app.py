@@ -17,7 +17,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """
     from campaign import campaigns, cli, config, users
     from campaign.db import db, migrate
-    from campaign.queue import rq
+    from campaign.delivery.queue import rq
     from campaign.views import register_views
 
     app = Flask(

@@ -141,7 +141,7 @@ def end_to_end(
     from campaign.db import db
     from campaign.devstack import worker_pool_argv
     from campaign.models import Appeal, Status
-    from campaign.sweeper import sweep
+    from campaign.delivery.dispatcher import sweep
     from campaign.synthetic import create_synthetic
 
     env = {

@@ -1,37 +1,46 @@
-"""Appeals: submitting, confirming and moving between states.
+"""Appeals: submitting, confirming and steering.
 
-Services own the rules and the transaction, and enqueue work only after the
-commit, so a job never looks for a row that is not there yet. If Redis is down
-at that moment the appeal is still stored; the sweeper finds it again.
+Services own the rules and the transaction, and tell the dispatcher only after the
+commit, so a job never looks for a row that is not there yet. If Redis is down at
+that moment the appeal is still stored; the dispatcher's next pass finds it.
+Every change of state goes through :func:`campaign.states.move`.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
-import secrets
+import hmac
 import uuid
-from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import insert, update
+from flask import current_app
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
+from . import states
 from .campaigns import Campaign
 from .db import db, utcnow
+from .delivery.queue import wake_dispatcher
 from .exceptions import CampaignClosed, DuplicateAppeal, TokenInvalid
 from .intake import SupporterInput
-from .models import Appeal, AppealEvent, CampaignOption, Status
-from .queue import enqueue_confirmation, enqueue_delivery, new_job_id
+from .models import Appeal, CampaignOption, Delivery, Recipient, Status
 
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def new_token() -> tuple[str, str]:
-    """A confirmation token and the hash that is stored in its place."""
-    token = secrets.token_urlsafe(32)
-    return token, token_hash(token)
+def confirmation_token(appeal: Any) -> str:
+    """The token in the appeal's confirmation link, derived from the appeal and the
+    secret key: the worker that mails it needs no secret from Redis, and a link
+    sent twice is the same link. Only its hash is stored."""
+    issued: datetime = appeal.token_issued_at.astimezone(UTC)
+    message = f"confirm:{appeal.public_id}:{issued:%Y%m%dT%H%M%S.%f}".encode()
+    key = current_app.secret_key.encode()  # type: ignore[union-attr]
+    digest = hmac.new(key, message, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 def options_for(slug: str) -> CampaignOption:
@@ -41,35 +50,6 @@ def options_for(slug: str) -> CampaignOption:
         if option is not None
         else CampaignOption(slug=slug, confirmation_required=True, paused=False)
     )
-
-
-def record(
-    appeal_ids: Iterable[int],
-    from_status: str | None,
-    to_status: str,
-    reason: str | None = None,
-    at: datetime | None = None,
-) -> None:
-    """Add one event row per appeal, in bulk; the caller commits."""
-    at = at or utcnow()
-    rows = [
-        {
-            "appeal_id": i,
-            "from_status": from_status,
-            "to_status": to_status,
-            "reason": reason,
-            "at": at,
-        }
-        for i in appeal_ids
-    ]
-    if rows:
-        db.session.execute(insert(AppealEvent), rows)
-
-
-def move(appeal: Appeal, to_status: str, reason: str | None = None) -> None:
-    record([appeal.id], appeal.status, to_status, reason)
-    appeal.status = to_status
-    appeal.status_reason = reason
 
 
 def submit(campaign: Campaign, supporter: SupporterInput) -> Appeal:
@@ -83,12 +63,14 @@ def submit(campaign: Campaign, supporter: SupporterInput) -> Appeal:
     if existing is not None:
         if existing.status != Status.AWAITING_CONFIRMATION:
             raise DuplicateAppeal(campaign.slug)
-        # Not confirmed yet: the newer wording wins and a fresh link is sent.
+        # Not confirmed yet: the newer wording wins and the link is sent again.
         appeal = existing
         for field in ("name", "language", "country", "message"):
             setattr(appeal, field, getattr(supporter, field))
-        record([appeal.id], appeal.status, appeal.status, "resubmitted")
+        appeal.confirmation_sent_at = None
+        states.noted([appeal.id], appeal.status, "resubmitted")
     else:
+        now = utcnow()
         appeal = Appeal(
             public_id=str(uuid.uuid4()),
             campaign=campaign.slug,
@@ -98,60 +80,56 @@ def submit(campaign: Campaign, supporter: SupporterInput) -> Appeal:
             country=supporter.country,
             message=supporter.message,
             status=Status.AWAITING_CONFIRMATION,
+            token_issued_at=now,
+            created_at=now,
         )
+        appeal.confirm_token_hash = token_hash(confirmation_token(appeal))
         db.session.add(appeal)
         try:
             db.session.flush()
         except IntegrityError:
             db.session.rollback()
             raise DuplicateAppeal(campaign.slug) from None
-        record([appeal.id], None, Status.AWAITING_CONFIRMATION)
+        states.created([appeal.id], Status.AWAITING_CONFIRMATION)
         if not options.confirmation_required:
-            _confirm(appeal, "confirmation switched off for this campaign")
-    appeal.job_id = job_id = new_job_id()
+            _confirmed(Appeal.id == appeal.id, reason="confirmation switched off for this campaign")
     db.session.commit()
-    if appeal.status == Status.AWAITING_CONFIRMATION:
-        enqueue_confirmation(appeal.id, job_id)
-    else:
-        enqueue_delivery([appeal.id], job_id)
+    wake_dispatcher()
     return appeal
 
 
-def _confirm(appeal: Appeal, reason: str) -> None:
-    appeal.confirm_token_hash = None
-    appeal.confirmed_at = utcnow()
-    move(appeal, Status.QUEUED, reason)
+def _confirmed(*where: Any, reason: str) -> list[Any]:
+    return states.move(
+        None,
+        Status.AWAITING_CONFIRMATION,
+        Status.QUEUED,
+        reason=reason,
+        values={
+            "confirm_token_hash": None,
+            "confirmed_at": utcnow(),
+            "job_id": None,
+            "attempts": 0,
+            "next_attempt_at": None,
+        },
+        where=where,
+        returning=[Appeal.public_id, Appeal.campaign, Appeal.status],
+    )
 
 
-def confirm(token: str) -> Appeal:
-    """Confirm the appeal this token belongs to; confirming twice is harmless."""
+def confirm(token: str) -> Any:
+    """Confirm the appeal this token belongs to. Returns its (id, public_id, campaign,
+    status); a token that matches no appeal awaiting confirmation (twice, say) raises."""
     if not token or len(token) > 128:
         raise TokenInvalid(token[:16])
-    appeal = db.session.scalar(db.select(Appeal).filter_by(confirm_token_hash=token_hash(token)))
-    if appeal is None or appeal.status != Status.AWAITING_CONFIRMATION:
-        raise TokenInvalid(token[:16])
-    job_id = new_job_id()
-    claimed = db.session.execute(
-        update(Appeal)
-        .where(Appeal.id == appeal.id, Appeal.status == Status.AWAITING_CONFIRMATION)
-        .values(
-            job_id=job_id,
-            attempts=0,
-            next_attempt_at=None,
-            status=Status.QUEUED,
-            confirm_token_hash=None,
-            confirmed_at=utcnow(),
-            status_reason=None,
-        )
-    ).rowcount
-    if claimed != 1:  # a concurrent confirm won
+    moved = _confirmed(
+        Appeal.confirm_token_hash == token_hash(token), reason="confirmed by supporter"
+    )
+    if not moved:
         db.session.rollback()
         raise TokenInvalid(token[:16])
-    record([appeal.id], Status.AWAITING_CONFIRMATION, Status.QUEUED, "confirmed by supporter")
     db.session.commit()
-    db.session.refresh(appeal)
-    enqueue_delivery([appeal.id], job_id)
-    return appeal
+    wake_dispatcher()
+    return moved[0]
 
 
 def counts_by_status() -> dict[str, int]:
@@ -178,26 +156,28 @@ STEERING: dict[str, tuple[tuple[str, ...], str]] = {
 def steer(action: str, by: str, appeal_ids: list[int] | None = None) -> int:
     """Apply a manager's action to the given appeals (all that it applies to if None).
 
-    Appeals being sent right now are never touched. Returns how many moved; the
-    sweeper enqueues the ones that became due.
+    Appeals being sent right now are never touched: ``sending`` is in no action's
+    sources. Returns how many moved; the dispatcher picks up the ones now due.
     """
     sources, target = STEERING[action]
-    query = db.select(Appeal.id, Appeal.status).where(Appeal.status.in_(sources))
-    if appeal_ids is not None:
-        query = query.where(Appeal.id.in_(appeal_ids))
-    rows = db.session.execute(query).all()
-    if not rows:
-        return 0
-    values: dict[str, object] = {"status": target, "status_reason": f"{action} by {by}"}
+    values: dict[str, object] = {}
     if target == Status.QUEUED:
         # A fresh start: due now, with its full number of attempts.
         values.update(next_attempt_at=None, attempts=0, job_id=None)
-    moved = 0
-    for from_status in {status for _, status in rows}:
-        ids = [i for i, status in rows if status == from_status]
-        moved += db.session.execute(
-            update(Appeal).where(Appeal.id.in_(ids), Appeal.status == from_status).values(**values)
-        ).rowcount
-        record(ids, from_status, target, f"{action} by {by}")
+    moved = [
+        row[0]
+        for row in states.move(
+            appeal_ids, sources, target, reason=f"{action} by {by}", values=values
+        )
+    ]
+    if action == "retry" and moved:
+        # The copies that failed get a fresh start too; accepted ones never go twice.
+        db.session.execute(
+            update(Recipient)
+            .where(Recipient.appeal_id.in_(moved), Recipient.status == Delivery.FAILED)
+            .values(status=Delivery.PENDING, attempts=0, next_attempt_at=None)
+        )
     db.session.commit()
-    return moved
+    if moved and target == Status.QUEUED:
+        wake_dispatcher()
+    return len(moved)

@@ -12,25 +12,30 @@ from .models import Role, User
 
 users_cli = AppGroup("users", help="Staff accounts (managers and admins).")
 capture_cli = AppGroup("capture", help="The local mail capture.")
-appeals_cli = AppGroup("appeals", help="The send queue: sweeper and synthetic load.")
+appeals_cli = AppGroup("appeals", help="The send queue: dispatcher and synthetic load.")
 
 
-@appeals_cli.command("sweep")
-@click.option("--once", is_flag=True, help="One pass, then exit.")
+@appeals_cli.command("dispatch")
+@click.option("--once", is_flag=True, help="One pass (recovery included), then exit.")
 @click.option(
     "--interval",
     type=float,
     default=None,
-    help="Seconds between passes (default: SWEEP_INTERVAL, 1).",
+    help="Seconds between looks for lost work (default: SWEEP_INTERVAL, 1).",
 )
-def sweep_command(once: bool, interval: float | None) -> None:
-    """Re-enqueue every appeal that is due but has no live job (run one of these)."""
-    from .sweeper import run_forever, sweep
+def dispatch_command(once: bool, interval: float | None) -> None:
+    """Hand due appeals to workers in batches, and recover lost ones (run one of these)."""
+    from .delivery.dispatcher import run_forever, sweep
 
     if once:
         click.echo(str(sweep()))
         return
-    run_forever(interval or float(current_app.config["SWEEP_INTERVAL"]))
+    config = current_app.config
+    run_forever(interval or float(config["SWEEP_INTERVAL"]), float(config["DISPATCH_WINDOW"]))
+
+
+# The first landing's name for the dispatcher; kept so that existing set-ups still work.
+appeals_cli.add_command(dispatch_command, "sweep")
 
 
 @appeals_cli.command("synthetic")

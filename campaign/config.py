@@ -65,6 +65,9 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "MAIL_CAPTURE_DIR": str(Path(instance_path) / "mail-capture"),
         # Refuse any relay that is not on loopback: tests, demos and benchmarks.
         "MAIL_LOOPBACK_ONLY": False,
+        # Certificates of a private CA that signed the relay's (PEM file); the system's
+        # trust store is used as well.
+        "MAIL_CA_FILE": None,
         "ORG_NAME": "Urgent Action Network",
         "PUBLIC_URL": None,
         "EMAIL_CHECK_DELIVERABILITY": False,
@@ -87,8 +90,10 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "PACING_PER_ADDRESS_PER_HOUR": 60.0,
         "PACING_BUSINESS_HOURS_ONLY": False,
         "PACING_BURST_SECONDS": 2.0,
-        # The sweeper: how often it runs, how many appeals go in one job, and how
-        # long a batch may go without a heartbeat before its appeals are recovered.
+        # The dispatcher: how long it gathers confirmed appeals into one batch, how
+        # often it looks for lost work, how many appeals go in one job, and how long
+        # a batch may go without a heartbeat before its appeals are recovered.
+        "DISPATCH_WINDOW": 0.2,
         "SWEEP_INTERVAL": 1.0,
         "DELIVERY_BATCH_SIZE": 200,
         "SENDING_LEASE_SECONDS": 300.0,
@@ -106,6 +111,7 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         "MAIL_USERNAME",
         "MAIL_PASSWORD",
         "MAIL_DEFAULT_SENDER",
+        "MAIL_CA_FILE",
         "ORG_NAME",
         "PUBLIC_URL",
     ):
@@ -129,6 +135,7 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         "PACING_PER_DOMAIN_PER_HOUR",
         "PACING_PER_ADDRESS_PER_HOUR",
         "PACING_BURST_SECONDS",
+        "DISPATCH_WINDOW",
         "SWEEP_INTERVAL",
         "SENDING_LEASE_SECONDS",
         "MAIL_TIMEOUT",

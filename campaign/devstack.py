@@ -129,7 +129,7 @@ class Stack:
             ],
         )
         self.start("workers", worker_pool_argv(self.env["REDIS_URL"]))
-        self.start("sweeper", [*FLASK, "appeals", "sweep"])
+        self.start("dispatcher", [*FLASK, "appeals", "dispatch"])
         time.sleep(1.5)
         _say(f"open http://{host}:{port}/  (managers: /manage, admins: /admin)")
         if not self.env.get("MAIL_SERVER"):
@@ -149,7 +149,7 @@ class Stack:
                 code = proc.poll()
                 if code is None or self.stopping:
                     continue
-                if name in ("workers", "sweeper"):
+                if name in ("workers", "dispatcher"):
                     _say(f"{name} exited with {code}; starting again")
                     self._signal(proc, signal.SIGKILL)  # anything it left behind
                     self.start(name, proc.args)  # type: ignore[arg-type]

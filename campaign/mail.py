@@ -7,15 +7,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from typing import Any
 
 from flask import current_app, url_for
 
 from . import mime
 from .campaigns import get_campaign
 from .letters import letter_for, letters_env
-from .models import Appeal, Diplomat
+from .models import Diplomat
 from .settings import RelaySettings
+
+Mailbox = tuple[str, str]
+"""(display name, address)"""
 
 
 @dataclass(frozen=True)
@@ -26,29 +32,66 @@ class Outgoing:
     recipients: list[str]
     data: bytes
     message_id: str
+    to: list[Mailbox] = field(default_factory=list)
+    cc: list[Mailbox] = field(default_factory=list)
 
 
 def sender_domain(relay: RelaySettings) -> str:
     return relay.sender.rpartition("@")[2] or "localhost"
 
 
+def appeal_message_id(public_id: str, relay: RelaySettings) -> str:
+    """The appeal's Message-ID: the same on every try, and revealing nothing of the
+    appeal (not even its public id) to the people it goes to."""
+    key = current_app.secret_key.encode()  # type: ignore[union-attr]
+    digest = hmac.new(key, b"message-id:" + public_id.encode(), hashlib.sha256).hexdigest()
+    return f"<{digest[:32]}@{sender_domain(relay)}>"
+
+
 def appeal_message(
-    appeal: Appeal, relay: RelaySettings, diplomats: list[Diplomat] | None = None
+    appeal: Any,
+    relay: RelaySettings,
+    *,
+    diplomats: list[Diplomat] | None = None,
+    message_id: str | None = None,
+    addressees: tuple[list[Mailbox], list[Mailbox]] | None = None,
 ) -> Outgoing:
+    """The appeal as the relay gets it. ``addressees`` (To, Cc) replace the letter's own
+    on a retry, so that the headers name everyone the first try named."""
     letter = letter_for(get_campaign(appeal.campaign), appeal, relay.org_name, diplomats)
-    message_id = mime.make_message_id(sender_domain(relay))
+    if addressees is None:
+        seen: set[str] = set()
+        to = _unique([(r.name, r.email) for r in letter.to], seen)
+        cc = _unique([(r.name, r.email) for r in letter.cc], seen)
+    else:
+        to, cc = addressees
+    message_id = message_id or appeal_message_id(appeal.public_id, relay)
+    written = appeal.confirmed_at or appeal.created_at
     data = mime.build(
         sender=(f"{appeal.name} via {relay.org_name}", relay.sender),
         reply_to=(appeal.name, appeal.email),
-        to=[(r.name, r.email) for r in letter.to],
-        cc=[(r.name, r.email) for r in letter.cc],
+        to=to,
+        cc=cc,
         subject=letter.subject,
         text=letter.text,
         html=letter.html,
         message_id=message_id,
+        # When the supporter confirmed: the moment the letter was complete (RFC 5322
+        # 3.6.1), and the same on every try.
+        date=written.timestamp() if written else None,
     )
-    recipients = [r.email for r in (*letter.to, *letter.cc)]
-    return Outgoing(relay.sender, recipients, data, message_id)
+    recipients = [address for _, address in (*to, *cc)]
+    return Outgoing(relay.sender, recipients, data, message_id, to, cc)
+
+
+def _unique(mailboxes: list[Mailbox], seen: set[str]) -> list[Mailbox]:
+    """Each address once: one copy per recipient, even if two addressees share it."""
+    out = []
+    for name, address in mailboxes:
+        if address not in seen:
+            seen.add(address)
+            out.append((name, address))
+    return out
 
 
 def confirm_url(token: str) -> str:
@@ -57,7 +100,7 @@ def confirm_url(token: str) -> str:
         return url_for("public.confirm", token=token, _external=True)
 
 
-def confirmation_message(appeal: Appeal, token: str, relay: RelaySettings) -> Outgoing:
+def confirmation_message(appeal: Any, token: str, relay: RelaySettings) -> Outgoing:
     campaign = get_campaign(appeal.campaign)
     letter = letter_for(campaign, appeal, relay.org_name)
     env = letters_env()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 import secrets
 from collections.abc import Iterable
@@ -106,7 +107,11 @@ def build(
     message_id: str,
     date: float | None = None,
 ) -> bytes:
-    """Assemble a complete RFC 5322 message as bytes, ready for ``sendmail``."""
+    """Assemble a complete RFC 5322 message as bytes, ready for ``sendmail``.
+
+    The same arguments give the same bytes (the MIME boundary comes from the
+    Message-ID), so a retry to the copies still pending is the same message.
+    """
     headers = [
         f"From: {address(*sender, column=len('From: '))}",
         f"To: {address_list(to, len('To: '))}",
@@ -130,7 +135,7 @@ def build(
         ]
         return ("\r\n".join(headers) + "\r\n\r\n").encode("ascii") + text_part
     # "=_" can never occur in quoted-printable output, so the boundary is safe.
-    boundary = "=_" + secrets.token_hex(12)
+    boundary = "=_" + hashlib.sha256(message_id.encode()).hexdigest()[:24]
     headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
     part_head = (
         '--{b}\r\nContent-Type: text/{kind}; charset="utf-8"\r\n'

@@ -8,6 +8,7 @@ from flask_login import UserMixin
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     ForeignKey,
     Index,
     Integer,
@@ -30,17 +31,36 @@ class Status:
     SENDING = "sending"
     """Claimed by a worker that is talking to the relay."""
     SENT = "sent"
-    """Accepted by the relay for at least the main addressee."""
+    """Every addressee's copy is settled: the main addressee's accepted by the relay, each
+    copy accepted or refused for good (a refusal shows in ``status_reason``)."""
     RETRYING = "retrying"
     """A transient error; delivery is tried again after ``next_attempt_at``."""
     FAILED = "failed"
-    """A permanent error, with the relay's reply in ``status_reason``."""
+    """The main addressee's copy failed for good, with the relay's reply in ``status_reason``."""
     HELD = "held"
     """Stopped by a manager or by a rule; nothing is sent until released."""
     CANCELLED = "cancelled"
     """Withdrawn; never sent."""
 
     ALL = (AWAITING_CONFIRMATION, QUEUED, SENDING, SENT, RETRYING, FAILED, HELD, CANCELLED)
+
+
+class Delivery:
+    """Names of the states of one recipient's copy of an appeal."""
+
+    PENDING = "pending"
+    """Not yet accepted; goes in the envelope of the appeal's next attempt."""
+    ACCEPTED = "accepted"
+    """The relay answered 250 for this recipient and for the message."""
+    FAILED = "failed"
+    """Refused for good (a 5xx, or transient errors ``MAX_ATTEMPTS`` times), or dropped
+    because the appeal ended before this copy could go."""
+
+    ALL = (PENDING, ACCEPTED, FAILED)
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
 class Role:
@@ -114,6 +134,7 @@ class Appeal(db.Model):
     __table_args__ = (
         UniqueConstraint("campaign", "email", name="uq_appeals_campaign_email"),
         Index("ix_appeals_status_next_attempt", "status", "next_attempt_at"),
+        CheckConstraint(_one_of("status", Status.ALL), name="status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -127,11 +148,10 @@ class Appeal(db.Model):
     status: Mapped[str] = mapped_column(String(24), index=True)
     status_reason: Mapped[str | None] = mapped_column(Text)
     confirm_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
-    message_id: Mapped[str | None] = mapped_column(String(255))
-    # The RQ job that carries this appeal now; the sweeper re-enqueues when it is gone.
+    # When the confirmation token was issued; the token is derived from it.
+    token_issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The RQ job that carries this appeal now; the dispatcher enqueues again when it is gone.
     job_id: Mapped[str | None] = mapped_column(String(64), index=True)
-    # Per-recipient outcome of the last attempt: {address: [code, reply]}.
-    delivery_report: Mapped[dict[str, list[object]] | None] = mapped_column(JSON)
     confirmation_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -143,6 +163,44 @@ class Appeal(db.Model):
     events: Mapped[list[AppealEvent]] = relationship(
         back_populates="appeal", order_by="AppealEvent.id", cascade="all, delete-orphan"
     )
+    recipients: Mapped[list[Recipient]] = relationship(
+        back_populates="appeal", order_by="Recipient.id", cascade="all, delete-orphan"
+    )
+
+    @property
+    def message_id(self) -> str | None:
+        """The Message-ID every copy of this appeal carries, once one went out."""
+        return next((r.message_id for r in self.recipients if r.message_id), None)
+
+
+class Recipient(db.Model):
+    """One addressee's copy of an appeal: its own state, attempts and the relay's reply.
+
+    Rows are written on the appeal's first attempt, from the letter's To and Cc; a retry
+    goes only to the rows still pending, with the same headers and Message-ID.
+    """
+
+    __tablename__ = "appeal_recipients"
+    __table_args__ = (
+        UniqueConstraint("appeal_id", "address", name="uq_appeal_recipients_appeal_address"),
+        CheckConstraint(_one_of("status", Delivery.ALL), name="status"),
+        CheckConstraint(_one_of("role", ("to", "cc")), name="role"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    appeal_id: Mapped[int] = mapped_column(ForeignKey("appeals.id", ondelete="CASCADE"), index=True)
+    address: Mapped[str] = mapped_column(String(254))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    role: Mapped[str] = mapped_column(String(2))
+    status: Mapped[str] = mapped_column(String(12), default=Delivery.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The relay's last reply for this recipient, e.g. "250 2.0.0 Ok" or "451 4.3.0 …".
+    last_reply: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    message_id: Mapped[str | None] = mapped_column(String(255))
+
+    appeal: Mapped[Appeal] = relationship(back_populates="recipients")
 
 
 class AppealEvent(db.Model):

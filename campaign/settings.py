@@ -17,7 +17,7 @@ from flask import current_app
 
 from .db import db
 from .models import Setting
-from .pacing import PacingRules
+from .delivery.pacing import PacingRules
 
 SECURITY_CHOICES = ("none", "starttls", "ssl")
 

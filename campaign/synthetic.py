@@ -6,9 +6,10 @@ import uuid
 
 from sqlalchemy import insert
 
+from . import states
 from .campaigns import get_campaign
 from .db import db, utcnow
-from .delivery import is_loopback
+from .delivery.transport import is_loopback
 from .exceptions import RelayRefused
 from .models import Appeal, Status
 from .settings import relay_settings
@@ -17,7 +18,8 @@ CHUNK = 5000
 
 
 def create_synthetic(slug: str, count: int) -> int:
-    """Insert ``count`` queued appeals; refuses unless the relay is on loopback.
+    """Make ``count`` confirmed appeals, queued for delivery; refuses unless the relay
+    is on loopback. They come and move as real ones do, events included.
 
     The seed's addresses belong to real people: synthetic load must never leave
     this machine.
@@ -43,7 +45,7 @@ def create_synthetic(slug: str, count: int) -> int:
                 "language": languages[i % len(languages)],
                 "country": countries[i % len(countries)],
                 "message": None,
-                "status": Status.QUEUED,
+                "status": Status.AWAITING_CONFIRMATION,
                 "attempts": 0,
                 "created_at": now,
                 "confirmed_at": now,
@@ -51,6 +53,8 @@ def create_synthetic(slug: str, count: int) -> int:
             }
             for i in range(start, min(count, start + CHUNK))
         ]
-        db.session.execute(insert(Appeal), rows)
+        ids = db.session.scalars(insert(Appeal).returning(Appeal.id), rows).all()
+        states.created(ids, Status.AWAITING_CONFIRMATION, "synthetic load")
+        states.move(ids, Status.AWAITING_CONFIRMATION, Status.QUEUED, reason="synthetic load")
         db.session.commit()
     return count

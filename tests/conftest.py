@@ -272,11 +272,17 @@ def fresh_app(config: dict[str, Any]) -> Iterator[Any]:
             db.engine.dispose()
 
 
-def run_jobs(app: Any, redis: Redis) -> None:
-    """Run every queued job now, in this process, with a real RQ worker on real Redis."""
-    from campaign.queue import rq
+def run_jobs(app: Any, redis: Redis, dispatch: bool = True) -> None:
+    """What the dispatcher and the workers would do now: hand every due appeal to a
+    job (one dispatcher pass, unless ``dispatch`` is False), then run every queued
+    job in this process, with a real RQ worker on real Redis."""
+    from campaign.delivery.dispatcher import sweep
+    from campaign.delivery.queue import rq
 
     with app.app_context():
+        if dispatch:
+            sweep()
+            db.session.remove()
         queues = list(rq.queues.values())
         worker = SimpleWorker(
             queues, connection=redis, serializer=JSONSerializer, job_class=queues[0].job_class

@@ -15,8 +15,8 @@ from redis import Redis
 
 from campaign.db import db
 from campaign.models import Appeal, Status
-from campaign.queue import rq
-from campaign.sweeper import sweep
+from campaign.delivery.queue import rq
+from campaign.delivery.dispatcher import sweep
 from campaign.synthetic import create_synthetic
 from conftest import _base_config, free_port, fresh_app
 

@@ -16,7 +16,7 @@ from redis import Redis
 
 from campaign.capture import MaildirHandler
 from campaign.db import db
-from campaign.models import Appeal, CampaignOption, Diplomat, Role, Status
+from campaign.models import Appeal, CampaignOption, Diplomat, Recipient, Role, Status
 from campaign.users import create_user
 from conftest import capture_config, fresh_app, run_jobs
 from helpers import APPEALS_URL, csrf_token, supporter
@@ -266,7 +266,7 @@ def test_captured_mail_is_listed_and_readable(capture_app, redis):
     assert "ana@example.org" in headers["Reply-To"]
     assert headers["Subject"] == subject
     with app.app_context():
-        message_id = db.session.scalar(db.select(Appeal.message_id))
+        message_id = db.session.scalar(db.select(Recipient.message_id).filter_by(role="to"))
     assert headers["Message-ID"] == message_id
     text = page.get_data(as_text=True)
     assert "Por favor, actúe ya." in htmlmod.unescape(text)

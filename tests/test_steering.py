@@ -6,7 +6,7 @@ import pytest
 
 from campaign.db import db
 from campaign.models import Appeal, AppealEvent, CampaignOption, Role, Status
-from campaign.sweeper import sweep
+from campaign.delivery.dispatcher import sweep
 from campaign.users import create_user
 from helpers import APPEALS_URL, csrf_token, supporter
 

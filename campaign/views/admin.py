@@ -3,11 +3,10 @@ switches and staff accounts."""
 
 from __future__ import annotations
 
-import smtplib
 from typing import Any
 
 from email_validator import EmailNotValidError
-from flask import Blueprint, current_app, flash, redirect, render_template, url_for
+from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_login import current_user
 from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
@@ -15,8 +14,9 @@ from werkzeug.wrappers import Response
 from .. import mime, settings
 from ..campaigns import all_campaigns
 from ..db import db
-from ..delivery import RelayConnection
-from ..exceptions import InvalidInput, RelayRefused
+from ..delivery.jobs import connection
+from ..delivery.transport import SessionLost
+from ..exceptions import InvalidInput
 from ..forms import (
     CampaignOptionsForm,
     DeleteForm,
@@ -27,7 +27,7 @@ from ..forms import (
     UserForm,
 )
 from ..intake import countries, country_name, normalise_email
-from ..mail import sender_domain
+from ..mail import Outgoing, sender_domain
 from ..models import CampaignOption, Diplomat, Role, User
 from ..users import create_user, role_required
 
@@ -171,11 +171,13 @@ def test_message() -> Response:
         html=None,
         message_id=mime.make_message_id(sender_domain(relay)),
     )
-    try:
-        with RelayConnection(relay, loopback_only=current_app.config["MAIL_LOOPBACK_ONLY"]) as conn:
-            conn.send_bytes(relay.sender, [current_user.email], data)
-    except (smtplib.SMTPException, OSError, RelayRefused) as e:
-        flash(f"The relay did not accept the test message: {type(e).__name__}: {e}", "error")
+    outgoing = Outgoing(relay.sender, [current_user.email], data, "")
+    with connection(relay) as conn:
+        result = conn.send(outgoing)
+    if isinstance(result, SessionLost):
+        flash(f"The relay did not accept the test message: {result.reason}", "error")
+    elif not result.accepted:
+        flash(f"The relay did not accept the test message: {result.final}", "error")
     else:
         flash(f"Test message accepted by {relay.host}:{relay.port} for {current_user.email}.", "ok")
     return redirect(url_for("admin.relay"))

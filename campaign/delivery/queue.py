@@ -1,8 +1,9 @@
-"""RQ queues, the Flask-RQ extension and enqueueing.
+"""RQ queues, the Flask-RQ extension, enqueueing, and the dispatcher's wake-up call.
 
-This module lives inside the package on purpose: a top-level ``queue`` package
+This module lives inside a package on purpose: a top-level ``queue`` package
 would shadow the standard library's ``queue``, which ``redis`` imports.
-Jobs are JSON-serialised (ids only), so a worker never unpickles data from Redis.
+Jobs are JSON-serialised (ids only), so a worker never unpickles data from Redis,
+and a worker runs no function but the ones in :data:`JOBS`.
 """
 
 from __future__ import annotations
@@ -24,8 +25,14 @@ SUPPORTERS = "supporters"
 APPEALS = "appeals"
 """Appeals to the targets."""
 
-DELIVER = "campaign.jobs.deliver_appeals"
-CONFIRM = "campaign.jobs.send_confirmation"
+DELIVER = "campaign.delivery.jobs.deliver_appeals"
+CONFIRM = "campaign.delivery.jobs.send_confirmations"
+
+JOBS = frozenset({DELIVER, CONFIRM})
+"""The only functions a worker runs; a job naming any other is failed unrun."""
+
+WAKE = "appeals:wake"
+"""A list the dispatcher blocks on; holds at most one item, "something is due"."""
 
 JOB_TIMEOUT = 3600
 """Seconds a batch may run; sockets time out long before (MAIL_TIMEOUT)."""
@@ -79,26 +86,21 @@ class RQ(flask_rq.RQ):
 rq = RQ()
 
 
-def _enqueue(queue: str, func: str, arg: object, job_id: str) -> bool:
-    """Enqueue after the commit; a broker outage is logged, never raised to the supporter."""
+def wake_dispatcher() -> None:
+    """Tell the dispatcher that an appeal became due, after the commit. A broker outage
+    is logged, never raised to the supporter: the dispatcher's next pass finds it."""
     try:
-        rq.get_queue(queue).enqueue(
-            func, arg, job_id=job_id, job_timeout=JOB_TIMEOUT, result_ttl=RESULT_TTL
-        )
+        with rq.connection().pipeline(transaction=False) as pipe:
+            pipe.lpush(WAKE, 1).ltrim(WAKE, 0, 0).execute()
     except RedisError as e:
-        current_app.logger.warning(
-            "broker unavailable (%s); %s(%s) left for the sweeper", e, func, arg
-        )
-        return False
-    return True
+        current_app.logger.warning("broker unavailable (%s); the dispatcher will find it", e)
 
 
-def enqueue_confirmation(appeal_id: int, job_id: str) -> bool:
-    return _enqueue(SUPPORTERS, CONFIRM, appeal_id, job_id)
-
-
-def enqueue_delivery(appeal_ids: list[int], job_id: str) -> bool:
-    return _enqueue(APPEALS, DELIVER, appeal_ids, job_id)
+def wait_for_wake(redis: Redis, timeout: float) -> bool:
+    """Block until something is due or ``timeout`` seconds pass; True if woken."""
+    if timeout <= 0:
+        return bool(redis.delete(WAKE))
+    return redis.blpop([WAKE], timeout=timeout) is not None
 
 
 def enqueue_many(queue: str, func: str, jobs: list[tuple[str, object]]) -> None:

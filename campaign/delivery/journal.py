@@ -1,10 +1,13 @@
-"""The acceptance journal: a note in Redis, written the moment the relay accepts
-an appeal, before the database records it.
+"""The acceptance journal: a note in Redis, written the moment the relay accepts an
+appeal's message, before the database records it.
 
-Statuses are written to the database in bulk, every few dozen messages. If a
-worker dies in between, the sweeper reads this journal to tell the appeals the
-relay already took (marked sent) from the ones it never saw (sent again). That
-leaves one window for a duplicate: between the relay's ``250`` and this write.
+Outcomes are written to the database in bulk, every few hundred messages or two
+seconds. If a worker dies in between, the dispatcher reads this journal to tell
+the appeals the relay already took (recorded as the note says) from the ones it
+never saw (sent again). That leaves one window for a duplicate: between the
+relay's ``250`` and this write. A note holds the appeal's copies as they should
+be stored (see :func:`~.recipients.to_note`), so recovering from it takes the
+same path as the batch's own write.
 """
 
 from __future__ import annotations
@@ -29,10 +32,10 @@ class Journal:
         self._connection: Any = None
         self._pending = 0
 
-    def note(self, appeal_id: int, message_id: str) -> None:
+    def note(self, appeal_id: int, note: str) -> None:
         if self._connection is None:
             self._connection = self.redis.connection_pool.get_connection()
-        self._connection.send_command("SET", KEY.format(appeal_id), message_id, "EX", TTL)
+        self._connection.send_command("SET", KEY.format(appeal_id), note, "EX", TTL)
         self._pending += 1
 
     def settle(self) -> None:
@@ -55,13 +58,15 @@ class Journal:
 
 
 def clear(redis: Redis, appeal_ids: list[int]) -> None:
-    if appeal_ids:
-        redis.delete(*(KEY.format(i) for i in appeal_ids))
+    for start in range(0, len(appeal_ids), 1000):
+        redis.delete(*(KEY.format(i) for i in appeal_ids[start : start + 1000]))
 
 
-def accepted(redis: Redis, appeal_ids: list[int]) -> dict[int, str]:
-    """appeal id → Message-ID, for the appeals the relay accepted."""
-    if not appeal_ids:
-        return {}
-    values = redis.mget([KEY.format(i) for i in appeal_ids])
-    return {i: v.decode() for i, v in zip(appeal_ids, values, strict=True) if v is not None}
+def accepted(redis: Redis, appeal_ids: list[int]) -> dict[int, bytes]:
+    """appeal id → note, for the appeals the relay accepted and no batch recorded."""
+    found: dict[int, bytes] = {}
+    for start in range(0, len(appeal_ids), 1000):
+        chunk = appeal_ids[start : start + 1000]
+        values = redis.mget([KEY.format(i) for i in chunk])
+        found.update({i: v for i, v in zip(chunk, values, strict=True) if v is not None})
+    return found

@@ -1,0 +1,217 @@
+"""The dispatcher: gathers due appeals into batches for the workers, and finds again in
+the database whatever Redis lost.
+
+Appeals arrive one at a time, as supporters press confirm. Each confirm wakes the
+dispatcher (:func:`~.queue.wake_dispatcher`); it hands every due appeal to a job,
+in batches of up to ``DELIVERY_BATCH_SIZE`` grouped by campaign (one campaign's
+appeals go to one ministry's mail server, so a batch shares one SMTP session and
+one receiving domain), then gathers for ``DISPATCH_WINDOW`` (200 ms) before its
+next pass. So a lone appeal leaves at once, and under a spike the batches fill
+up. The same goes for supporters' confirmation mail.
+
+Redis is only the transport. Whatever it loses (a restart without persistence,
+``FLUSHALL``, an expired job, a worker killed mid-batch) is found again here,
+every ``SWEEP_INTERVAL``:
+
+* ``sending`` appeals whose batch stopped its heartbeat for ``SENDING_LEASE_SECONDS``
+  are recovered: the copies the relay accepted (the acceptance journal says so)
+  are recorded as such, the others go out again;
+* due appeals whose job is gone are handed to a new one, like new ones.
+
+Run it with ``flask --app app appeals dispatch`` (``make run`` starts it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import or_
+
+from .. import states
+from ..db import db, utcnow
+from ..models import Appeal, Status
+from . import journal, recipients
+from .policy import MAX_ATTEMPTS
+from .queue import (
+    APPEALS,
+    CONFIRM,
+    DELIVER,
+    SUPPORTERS,
+    enqueue_many,
+    live_jobs,
+    new_job_id,
+    rq,
+    wait_for_wake,
+)
+from .recipients import Outcome, Result
+
+DISPATCH_LIMIT = 50_000
+"""Appeals considered per pass; the next pass takes the rest."""
+
+
+@dataclass
+class Report:
+    recovered_sent: int = 0
+    recovered_queued: int = 0
+    enqueued: int = 0
+    jobs: int = 0
+    confirmations: int = 0
+
+
+def recover_abandoned(report: Report) -> None:
+    """Take back the ``sending`` appeals of batches whose heartbeat stopped."""
+    cutoff = utcnow() - timedelta(seconds=float(current_app.config["SENDING_LEASE_SECONDS"]))
+    stale = list(
+        db.session.scalars(
+            db.select(Appeal.id).where(Appeal.status == Status.SENDING, Appeal.updated_at < cutoff)
+        )
+    )
+    if not stale:
+        return
+    redis = rq.connection()
+    notes = journal.accepted(redis, stale)
+    stored = recipients.load(notes)
+    claims = dict(
+        db.session.execute(db.select(Appeal.id, Appeal.attempts).where(Appeal.id.in_(stale))).all()
+    )
+    results = []
+    for appeal_id in stale:
+        if appeal_id in notes:
+            copies = recipients.merge(
+                stored.get(appeal_id, []), recipients.from_note(notes[appeal_id])
+            )
+            results.append(Result(appeal_id, recipients.outcome(copies), copies))
+        elif claims.get(appeal_id, 0) >= MAX_ATTEMPTS:
+            # An appeal whose worker keeps dying on it (it crashes the process, say)
+            # must not cycle forever: it fails, visibly, for a manager to see.
+            reason = f"its worker stopped while sending it {MAX_ATTEMPTS} times"
+            results.append(Result(appeal_id, Outcome(Status.FAILED, reason)))
+        else:
+            reason = "its worker stopped before sending; queued again"
+            results.append(Result(appeal_id, Outcome(Status.QUEUED, reason)))
+    # Guarded by the lease: a batch that beat its heart meanwhile keeps its appeals.
+    moved = set(recipients.record(results, where=[Appeal.updated_at < cutoff]))
+    db.session.commit()
+    journal.clear(redis, [i for i in notes if i in moved])
+    report.recovered_sent += sum(1 for i in notes if i in moved)
+    report.recovered_queued += sum(
+        1 for r in results if r.appeal_id in moved and r.outcome.status == Status.QUEUED
+    )
+
+
+def _orphans(rows: Iterable[tuple[int, str | None, str]]) -> list[tuple[int, str]]:
+    """(id, campaign) of the rows whose job is no longer waiting or running in Redis."""
+    rows = list(rows)
+    live = live_jobs({job for _, job, _ in rows if job})
+    return [(appeal_id, campaign) for appeal_id, job, campaign in rows if job not in live]
+
+
+def _hand_out(
+    orphans: list[tuple[int, str]], queue: str, func: str, batch_size: int
+) -> tuple[int, int]:
+    """Give the orphans to new jobs, one campaign per batch; returns (appeals, jobs)."""
+    by_campaign: dict[str, list[int]] = {}
+    for appeal_id, campaign in orphans:
+        by_campaign.setdefault(campaign, []).append(appeal_id)
+    jobs: list[tuple[str, list[int]]] = []
+    for ids in by_campaign.values():
+        for start in range(0, len(ids), batch_size):
+            job_id = new_job_id()
+            got = states.dispatch(ids[start : start + batch_size], job_id, _due_states(func))
+            if got:
+                jobs.append((job_id, got))
+    db.session.commit()
+    enqueue_many(queue, func, jobs)  # after the commit: a job never looks for a row too early
+    return sum(len(ids) for _, ids in jobs), len(jobs)
+
+
+def _due_states(func: str) -> tuple[str, ...]:
+    return (Status.AWAITING_CONFIRMATION,) if func == CONFIRM else (Status.QUEUED, Status.RETRYING)
+
+
+def dispatch_due(report: Report) -> None:
+    """Hand every due appeal that has no live job to a new one."""
+    now = utcnow()
+    due = db.session.execute(
+        db.select(Appeal.id, Appeal.job_id, Appeal.campaign)
+        .where(
+            Appeal.status.in_((Status.QUEUED, Status.RETRYING)),
+            or_(Appeal.next_attempt_at.is_(None), Appeal.next_attempt_at <= now),
+        )
+        .order_by(Appeal.id)
+        .limit(DISPATCH_LIMIT)
+    ).all()
+    if not due:
+        return
+    size = int(current_app.config["DELIVERY_BATCH_SIZE"])
+    appeals, jobs = _hand_out(_orphans(due), APPEALS, DELIVER, size)
+    report.enqueued += appeals
+    report.jobs += jobs
+
+
+def dispatch_confirmations(report: Report) -> None:
+    """Hand every supporter still owed a confirmation mail to a job."""
+    now = utcnow()
+    waiting = db.session.execute(
+        db.select(Appeal.id, Appeal.job_id, Appeal.campaign)
+        .where(
+            Appeal.status == Status.AWAITING_CONFIRMATION,
+            Appeal.confirmation_sent_at.is_(None),
+            or_(Appeal.next_attempt_at.is_(None), Appeal.next_attempt_at <= now),
+        )
+        .order_by(Appeal.id)
+        .limit(DISPATCH_LIMIT)
+    ).all()
+    if not waiting:
+        return
+    size = int(current_app.config["DELIVERY_BATCH_SIZE"])
+    report.confirmations += _hand_out(_orphans(waiting), SUPPORTERS, CONFIRM, size)[0]
+
+
+def sweep() -> Report:
+    """One whole pass: recovery, then dispatch. Safe to run in several processes at
+    once: claims decide who sends."""
+    report = Report()
+    recover_abandoned(report)
+    dispatch_due(report)
+    dispatch_confirmations(report)
+    return report
+
+
+def run_forever(interval: float, window: float) -> None:
+    """Dispatch as appeals become due; recover every ``interval`` seconds."""
+    log = current_app.logger
+    redis = rq.connection()
+    last_recovery = 0.0
+    while True:
+        started = time.monotonic()
+        report = Report()
+        try:
+            if started - last_recovery >= interval:
+                recover_abandoned(report)
+                last_recovery = started
+            dispatch_due(report)
+            dispatch_confirmations(report)
+        except Exception:  # noqa: BLE001 - a dispatcher that dies dispatches nothing
+            db.session.rollback()
+            log.exception("dispatch failed; trying again")
+        else:
+            if report.recovered_queued or report.recovered_sent:
+                log.warning(
+                    "recovered %d appeals from the journal, queued %d again",
+                    report.recovered_sent,
+                    report.recovered_queued,
+                )
+        db.session.commit()  # end the read transaction: the next pass sees new rows
+        # Gather for a window, so that under load a pass finds a batch; then sleep
+        # until something is due, or until it is time to look for lost work.
+        time.sleep(max(0.0, window - (time.monotonic() - started)))
+        try:
+            wait_for_wake(redis, interval - (time.monotonic() - started))
+        except Exception:  # noqa: BLE001 - Redis down: look again after the interval
+            log.warning("broker unavailable; dispatching from the database alone")
+            time.sleep(interval)
