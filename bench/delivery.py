@@ -139,9 +139,9 @@ def end_to_end(
 
     from app import create_app
     from campaign.db import db
+    from campaign.delivery.dispatcher import sweep
     from campaign.devstack import worker_pool_argv
     from campaign.models import Appeal, Status
-    from campaign.delivery.dispatcher import sweep
     from campaign.synthetic import create_synthetic
 
     env = {

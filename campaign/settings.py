@@ -16,8 +16,8 @@ from cryptography.fernet import Fernet, InvalidToken
 from flask import current_app
 
 from .db import db
-from .models import Setting
 from .delivery.pacing import PacingRules
+from .models import Setting
 
 SECURITY_CHOICES = ("none", "starttls", "ssl")
 

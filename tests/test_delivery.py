@@ -6,8 +6,8 @@ import pytest
 from faults import lost_and_duplicated
 
 from campaign.db import db
-from campaign.models import Appeal, CampaignOption, Delivery, Diplomat, Recipient, Status
 from campaign.delivery.dispatcher import sweep
+from campaign.models import Appeal, CampaignOption, Delivery, Diplomat, Recipient, Status
 from helpers import APPEALS_URL, supporter
 
 

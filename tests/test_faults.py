@@ -14,9 +14,9 @@ from faults import finished, lost_and_duplicated, start_worker, wait_until, work
 from redis import Redis
 
 from campaign.db import db
-from campaign.models import Appeal, Status
-from campaign.delivery.queue import rq
 from campaign.delivery.dispatcher import sweep
+from campaign.delivery.queue import rq
+from campaign.models import Appeal, Status
 from campaign.synthetic import create_synthetic
 from conftest import _base_config, free_port, fresh_app
 

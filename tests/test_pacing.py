@@ -10,9 +10,9 @@ import pytest
 from faults import start_worker, worker_env
 
 from campaign.db import db
-from campaign.models import Appeal, CampaignOption, Status
-from campaign.delivery.pacing import Pacer, PacingRules, seconds_until_open
 from campaign.delivery.dispatcher import sweep
+from campaign.delivery.pacing import Pacer, PacingRules, seconds_until_open
+from campaign.models import Appeal, CampaignOption, Status
 from campaign.synthetic import create_synthetic
 from helpers import APPEALS_URL, csrf_token, supporter
 

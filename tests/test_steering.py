@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from campaign.db import db
-from campaign.models import Appeal, AppealEvent, CampaignOption, Role, Status
 from campaign.delivery.dispatcher import sweep
+from campaign.models import Appeal, AppealEvent, CampaignOption, Role, Status
 from campaign.users import create_user
 from helpers import APPEALS_URL, csrf_token, supporter
 
