@@ -155,7 +155,6 @@ def end_to_end(
         "PACING_ENABLED": "false",
         "SECRET_KEY": "bench",
         "INSTANCE_PATH": str(workdir),
-        "DELIVERY_BATCH_SIZE": "500",
     }
     saved = dict(os.environ)
     os.environ.update(env)

@@ -10,7 +10,7 @@ from typing import Protocol
 
 import pycountry
 from flask import current_app
-from jinja2 import Environment, select_autoescape
+from jinja2 import Environment, Template, select_autoescape
 
 from .campaigns import Addressee, Campaign
 from .models import Diplomat
@@ -51,6 +51,7 @@ def _country_translation(language: str) -> gettext.NullTranslations:
     )
 
 
+@cache
 def country_name_in(code: str, language: str) -> str:
     """The country's name in the letter's language, falling back to English."""
     country = pycountry.countries.get(alpha_2=code)
@@ -100,6 +101,19 @@ def letters_env() -> Environment:
     return env
 
 
+def _templates(slug: str, language: str) -> tuple[Template, Template, Template]:
+    """The letter's three templates, looked up once per campaign and language."""
+    cache = current_app.extensions.setdefault("letter_templates", {})
+    found = cache.get((slug, language))
+    if found is None:
+        env = letters_env()
+        base = f"email/{slug}/{language}/"
+        found = cache[(slug, language)] = tuple(
+            env.get_template(base + part) for part in ("subject.txt", "letter.txt", "letter.html")
+        )
+    return found  # type: ignore[no-any-return]
+
+
 def render_letter(
     campaign: Campaign,
     *,
@@ -131,12 +145,10 @@ def render_letter(
         "variant": variant_of(seed),
         "org_name": org_name,
     }
-    env = letters_env()
-    base = f"email/{campaign.slug}/{language}/"
-    subject = env.get_template(base + "subject.txt").render(context)
-    subject = " ".join(subject.split())[:SUBJECT_MAX]
-    text = env.get_template(base + "letter.txt").render(context).strip() + "\n"
-    html = env.get_template(base + "letter.html").render(context)
+    subject_template, text_template, html_template = _templates(campaign.slug, language)
+    subject = " ".join(subject_template.render(context).split())[:SUBJECT_MAX]
+    text = text_template.render(context).strip() + "\n"
+    html = html_template.render(context)
     return Letter(
         subject=subject,
         text=text,

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -61,6 +62,17 @@ class Delivery:
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+#: The rows the dispatcher and the recovery look for, as SQL. Queries use these very
+#: strings, so that the database can see that a partial index below covers them.
+DUE = _one_of("status", (Status.QUEUED, Status.RETRYING))
+IN_FLIGHT = "status = 'sending'"
+UNMAILED = "status = 'awaiting_confirmation' AND confirmation_sent_at IS NULL"
+
+
+def _partial(name: str, column: str, where: str) -> Index:
+    return Index(name, column, postgresql_where=text(where), sqlite_where=text(where))
 
 
 class Role:
@@ -133,8 +145,18 @@ class Appeal(db.Model):
     __tablename__ = "appeals"
     __table_args__ = (
         UniqueConstraint("campaign", "email", name="uq_appeals_campaign_email"),
-        Index("ix_appeals_status_next_attempt", "status", "next_attempt_at"),
         CheckConstraint(_one_of("status", Status.ALL), name="status"),
+        # Partial indexes: each holds only the rows a query looks for (the backlog, the
+        # batches in flight, the unmailed), so that an appeal moving on to ``sent``
+        # leaves them instead of adding an entry to each.
+        _partial("ix_appeals_due", "id", DUE),
+        _partial("ix_appeals_sending", "updated_at", IN_FLIGHT),
+        _partial("ix_appeals_unmailed", "id", UNMAILED),
+        _partial(
+            "ix_appeals_attention",
+            "updated_at",
+            _one_of("status", (Status.FAILED, Status.RETRYING, Status.HELD)),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -145,13 +167,13 @@ class Appeal(db.Model):
     language: Mapped[str] = mapped_column(String(2))
     country: Mapped[str] = mapped_column(String(2))
     message: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(24), index=True)
+    status: Mapped[str] = mapped_column(String(24))
     status_reason: Mapped[str | None] = mapped_column(Text)
     confirm_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     # When the confirmation token was issued; the token is derived from it.
     token_issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # The RQ job that carries this appeal now; the dispatcher enqueues again when it is gone.
-    job_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    # The job that claimed this appeal; only that job records its outcome.
+    job_id: Mapped[str | None] = mapped_column(String(64))
     confirmation_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

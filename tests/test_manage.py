@@ -137,8 +137,10 @@ def test_dashboard_counts_latest_and_permanent_failures(app, manager, client, sm
     assert failure[0] == str(failed.id)
     assert "Bounced Supporter" in failure[1] and "bounce@example.org" in failure[1]
     assert failure[2] == "failed"
-    assert "550" in failure[4] and "5.1.1 mailbox unavailable" in failure[4]
-    assert "ministro@mju.es" in failure[4]
+    # Each copy's state, with the relay's words, then the appeal's reason.
+    copies = " ".join(failure[4].split())
+    assert copies == "✗ TO ministro@mju.es: failed (550 5.1.1 mailbox unavailable)"
+    assert failure[5] == "ministro@mju.es: 550 5.1.1 mailbox unavailable"
 
     latest = table(html, "latest")
     assert [row[2].split()[-1] for row in latest] == [
@@ -147,8 +149,10 @@ def test_dashboard_counts_latest_and_permanent_failures(app, manager, client, sm
         "waiting@example.org",
     ]
     assert [row[5] for row in latest] == ["failed", "sent", "awaiting confirmation"]
-    assert latest[1][7] != ""  # sent at
-    assert latest[0][7] == ""
+    assert " ".join(latest[1][6].split()) == "✓ TO ministro@mju.es: accepted"
+    assert latest[2][6] == "not tried yet"
+    assert latest[1][8] != ""  # sent at
+    assert latest[0][8] == ""
 
 
 def test_temporary_refusal_is_retrying_with_its_reason(app, manager, client, smtp, work):

@@ -34,11 +34,10 @@ def send(
         update(_appeals)
         .where(
             _appeals.c.id.in_(appeal_ids),
-            _appeals.c.job_id == job_id,
             _appeals.c.status == Status.AWAITING_CONFIRMATION,
             _appeals.c.confirmation_sent_at.is_(None),
         )
-        .values(confirmation_sent_at=now)
+        .values(confirmation_sent_at=now, job_id=job_id)
         .returning(*_appeals.c)
     ).all()
     db.session.commit()

@@ -24,16 +24,14 @@ Run it with ``flask --app app appeals dispatch`` (``make run`` starts it).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import or_
+from sqlalchemy import or_, text
 
-from .. import states
 from ..db import db, utcnow
-from ..models import Appeal, Status
+from ..models import DUE, IN_FLIGHT, UNMAILED, Appeal, Status
 from . import journal, recipients
 from .policy import MAX_ATTEMPTS
 from .queue import (
@@ -42,10 +40,10 @@ from .queue import (
     DELIVER,
     SUPPORTERS,
     enqueue_many,
-    live_jobs,
     new_job_id,
     rq,
     wait_for_wake,
+    waiting_jobs,
 )
 from .recipients import Outcome, Result
 
@@ -66,9 +64,7 @@ def recover_abandoned(report: Report) -> None:
     """Take back the ``sending`` appeals of batches whose heartbeat stopped."""
     cutoff = utcnow() - timedelta(seconds=float(current_app.config["SENDING_LEASE_SECONDS"]))
     stale = list(
-        db.session.scalars(
-            db.select(Appeal.id).where(Appeal.status == Status.SENDING, Appeal.updated_at < cutoff)
-        )
+        db.session.scalars(db.select(Appeal.id).where(text(IN_FLIGHT), Appeal.updated_at < cutoff))
     )
     if not stale:
         return
@@ -103,89 +99,92 @@ def recover_abandoned(report: Report) -> None:
     )
 
 
-def _orphans(rows: Iterable[tuple[int, str | None, str]]) -> list[tuple[int, str]]:
-    """(id, campaign) of the rows whose job is no longer waiting or running in Redis."""
-    rows = list(rows)
-    live = live_jobs({job for _, job, _ in rows if job})
-    return [(appeal_id, campaign) for appeal_id, job, campaign in rows if job not in live]
+class Dispatcher:
+    """Hands due appeals to jobs, and remembers which job holds which appeal until a
+    worker claims it.
 
+    The memory is this process's: handing an appeal to a job writes nothing to the
+    database, so the only writer of an appeal's ``job_id`` is the guarded claim. If
+    Redis loses a job, the appeals it held are due and unheld again, and go to a new
+    one; if this process restarts, due appeals may go to a second job, whose claim
+    finds them taken and sends nothing.
+    """
 
-def _hand_out(
-    orphans: list[tuple[int, str]], queue: str, func: str, batch_size: int
-) -> tuple[int, int]:
-    """Give the orphans to new jobs, one campaign per batch; returns (appeals, jobs)."""
-    by_campaign: dict[str, list[int]] = {}
-    for appeal_id, campaign in orphans:
-        by_campaign.setdefault(campaign, []).append(appeal_id)
-    jobs: list[tuple[str, list[int]]] = []
-    for ids in by_campaign.values():
-        for start in range(0, len(ids), batch_size):
-            job_id = new_job_id()
-            got = states.dispatch(ids[start : start + batch_size], job_id, _due_states(func))
-            if got:
-                jobs.append((job_id, got))
-    db.session.commit()
-    enqueue_many(queue, func, jobs)  # after the commit: a job never looks for a row too early
-    return sum(len(ids) for _, ids in jobs), len(jobs)
+    def __init__(self) -> None:
+        self.held: dict[str, dict[int, str]] = {DELIVER: {}, CONFIRM: {}}
 
+    def hand_out(self, func: str, rows: list[tuple[int, str]]) -> tuple[int, int]:
+        """Give every due (id, campaign) whose job is gone or never was to a new job,
+        one campaign per batch; returns (appeals, jobs)."""
+        held = self.held[func]
+        due = {appeal_id for appeal_id, _ in rows}
+        for appeal_id in [i for i in held if i not in due]:
+            del held[appeal_id]  # claimed, sent, or steered away since
+        waiting = waiting_jobs(set(held.values()))
+        by_campaign: dict[str, list[int]] = {}
+        for appeal_id, campaign in rows:
+            if held.get(appeal_id) not in waiting:
+                by_campaign.setdefault(campaign, []).append(appeal_id)
+        size = int(current_app.config["DELIVERY_BATCH_SIZE"])
+        jobs = [
+            (new_job_id(), ids[start : start + size])
+            for ids in by_campaign.values()
+            for start in range(0, len(ids), size)
+        ]
+        enqueue_many(SUPPORTERS if func == CONFIRM else APPEALS, func, jobs)
+        for job_id, ids in jobs:
+            held.update(dict.fromkeys(ids, job_id))
+        return sum(len(ids) for _, ids in jobs), len(jobs)
 
-def _due_states(func: str) -> tuple[str, ...]:
-    return (Status.AWAITING_CONFIRMATION,) if func == CONFIRM else (Status.QUEUED, Status.RETRYING)
+    def dispatch_due(self, report: Report) -> None:
+        """Hand every due appeal that no live job holds to a new one."""
+        rows = db.session.execute(
+            db.select(Appeal.id, Appeal.campaign)
+            .where(
+                text(DUE),
+                or_(Appeal.next_attempt_at.is_(None), Appeal.next_attempt_at <= utcnow()),
+            )
+            .order_by(Appeal.id)
+            .limit(DISPATCH_LIMIT)
+        ).all()
+        appeals, jobs = self.hand_out(DELIVER, [tuple(r) for r in rows])
+        report.enqueued += appeals
+        report.jobs += jobs
 
+    def dispatch_confirmations(self, report: Report) -> None:
+        """Hand every supporter still owed a confirmation mail to a job."""
+        rows = db.session.execute(
+            db.select(Appeal.id, Appeal.campaign)
+            .where(
+                text(UNMAILED),
+                or_(Appeal.next_attempt_at.is_(None), Appeal.next_attempt_at <= utcnow()),
+            )
+            .order_by(Appeal.id)
+            .limit(DISPATCH_LIMIT)
+        ).all()
+        report.confirmations += self.hand_out(CONFIRM, [tuple(r) for r in rows])[0]
 
-def dispatch_due(report: Report) -> None:
-    """Hand every due appeal that has no live job to a new one."""
-    now = utcnow()
-    due = db.session.execute(
-        db.select(Appeal.id, Appeal.job_id, Appeal.campaign)
-        .where(
-            Appeal.status.in_((Status.QUEUED, Status.RETRYING)),
-            or_(Appeal.next_attempt_at.is_(None), Appeal.next_attempt_at <= now),
-        )
-        .order_by(Appeal.id)
-        .limit(DISPATCH_LIMIT)
-    ).all()
-    if not due:
-        return
-    size = int(current_app.config["DELIVERY_BATCH_SIZE"])
-    appeals, jobs = _hand_out(_orphans(due), APPEALS, DELIVER, size)
-    report.enqueued += appeals
-    report.jobs += jobs
-
-
-def dispatch_confirmations(report: Report) -> None:
-    """Hand every supporter still owed a confirmation mail to a job."""
-    now = utcnow()
-    waiting = db.session.execute(
-        db.select(Appeal.id, Appeal.job_id, Appeal.campaign)
-        .where(
-            Appeal.status == Status.AWAITING_CONFIRMATION,
-            Appeal.confirmation_sent_at.is_(None),
-            or_(Appeal.next_attempt_at.is_(None), Appeal.next_attempt_at <= now),
-        )
-        .order_by(Appeal.id)
-        .limit(DISPATCH_LIMIT)
-    ).all()
-    if not waiting:
-        return
-    size = int(current_app.config["DELIVERY_BATCH_SIZE"])
-    report.confirmations += _hand_out(_orphans(waiting), SUPPORTERS, CONFIRM, size)[0]
+    def sweep(self) -> Report:
+        """One whole pass: recovery, then dispatch. Safe to run in several processes at
+        once: claims decide who sends."""
+        report = Report()
+        recover_abandoned(report)
+        self.dispatch_due(report)
+        self.dispatch_confirmations(report)
+        return report
 
 
 def sweep() -> Report:
-    """One whole pass: recovery, then dispatch. Safe to run in several processes at
-    once: claims decide who sends."""
-    report = Report()
-    recover_abandoned(report)
-    dispatch_due(report)
-    dispatch_confirmations(report)
-    return report
+    """One whole pass of this application's dispatcher (``appeals dispatch --once``)."""
+    dispatcher: Dispatcher = current_app.extensions.setdefault("dispatcher", Dispatcher())
+    return dispatcher.sweep()
 
 
 def run_forever(interval: float, window: float) -> None:
     """Dispatch as appeals become due; recover every ``interval`` seconds."""
     log = current_app.logger
     redis = rq.connection()
+    dispatcher = Dispatcher()
     last_recovery = 0.0
     while True:
         started = time.monotonic()
@@ -194,8 +193,8 @@ def run_forever(interval: float, window: float) -> None:
             if started - last_recovery >= interval:
                 recover_abandoned(report)
                 last_recovery = started
-            dispatch_due(report)
-            dispatch_confirmations(report)
+            dispatcher.dispatch_due(report)
+            dispatcher.dispatch_confirmations(report)
         except Exception:  # noqa: BLE001 - a dispatcher that dies dispatches nothing
             db.session.rollback()
             log.exception("dispatch failed; trying again")

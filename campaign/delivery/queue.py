@@ -40,16 +40,12 @@ JOB_TIMEOUT = 3600
 RESULT_TTL = 300
 """Seconds a finished job's result is kept: only for the dashboard."""
 
-_LIVE = {
-    s.value
-    for s in (
-        JobStatus.CREATED,
-        JobStatus.QUEUED,
-        JobStatus.STARTED,
-        JobStatus.DEFERRED,
-        JobStatus.SCHEDULED,
-    )
+_WAITING = {
+    s.value for s in (JobStatus.CREATED, JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
 }
+"""A job in these states has not started: the appeals handed to it are still to come.
+A started job claimed its appeals first thing; any of them due again (paced, retried,
+recovered after its worker died) needs a new job."""
 
 
 def new_job_id() -> str:
@@ -117,8 +113,8 @@ def enqueue_many(queue: str, func: str, jobs: list[tuple[str, object]]) -> None:
         )
 
 
-def live_jobs(job_ids: set[str]) -> set[str]:
-    """The ids among ``job_ids`` whose job still waits or runs in Redis."""
+def waiting_jobs(job_ids: set[str]) -> set[str]:
+    """The ids among ``job_ids`` whose job still waits in Redis to be run."""
     if not job_ids:
         return set()
     ids = sorted(job_ids)
@@ -127,4 +123,6 @@ def live_jobs(job_ids: set[str]) -> set[str]:
         for job_id in ids:
             pipe.hget(f"rq:job:{job_id}", "status")
         statuses = pipe.execute()
-    return {i for i, s in zip(ids, statuses, strict=True) if s is not None and s.decode() in _LIVE}
+    return {
+        i for i, s in zip(ids, statuses, strict=True) if s is not None and s.decode() in _WAITING
+    }

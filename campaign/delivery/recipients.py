@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -253,26 +253,59 @@ def _row(appeal_id: int, c: Copy) -> dict[str, Any]:
 
 # --- the acceptance journal's notes ------------------------------------------------------
 
-_TIMES = ("next_attempt_at", "accepted_at")
-
 
 def to_note(copies: list[Copy]) -> str:
     """The copies as the database should hold them, for the acceptance journal."""
-    out = []
-    for c in copies:
-        item = asdict(c)
-        del item["changed"]
-        for key in _TIMES:
-            item[key] = item[key].timestamp() if item[key] else None
-        out.append(item)
-    return json.dumps(out, separators=(",", ":"))
+    return json.dumps(
+        [
+            [
+                c.address,
+                c.name,
+                c.role,
+                c.status,
+                c.attempts,
+                c.last_reply,
+                c.next_attempt_at.timestamp() if c.next_attempt_at else None,
+                c.accepted_at.timestamp() if c.accepted_at else None,
+                c.message_id,
+                c.id,
+            ]
+            for c in copies
+        ],
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def _moment(timestamp: float | None) -> datetime | None:
+    return datetime.fromtimestamp(timestamp, UTC) if timestamp is not None else None
 
 
 def from_note(note: str | bytes) -> list[Copy]:
-    copies = []
-    for item in json.loads(note):
-        for key in _TIMES:
-            if item[key] is not None:
-                item[key] = datetime.fromtimestamp(item[key], UTC)
-        copies.append(Copy(**item, changed=True))
-    return copies
+    return [
+        Copy(
+            address=address,
+            name=name,
+            role=role,
+            status=status,
+            attempts=attempts,
+            last_reply=last_reply,
+            next_attempt_at=_moment(next_at),
+            accepted_at=_moment(accepted_at),
+            message_id=message_id,
+            id=row_id,
+            changed=True,
+        )
+        for (
+            address,
+            name,
+            role,
+            status,
+            attempts,
+            last_reply,
+            next_at,
+            accepted_at,
+            message_id,
+            row_id,
+        ) in json.loads(note)
+    ]

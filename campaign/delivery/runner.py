@@ -27,13 +27,14 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from flask import current_app
+from sqlalchemy import text
 
 from .. import states
 from ..campaigns import get_campaign
 from ..db import db, utcnow
 from ..letters import diplomats_for
 from ..mail import Outgoing, appeal_message
-from ..models import Appeal, Diplomat, Status
+from ..models import IN_FLIGHT, Appeal, Diplomat, Status
 from ..settings import RelaySettings
 from . import recipients
 from .journal import Journal
@@ -115,7 +116,7 @@ class Batch:
         # Heartbeat: the appeals this job still holds are not abandoned.
         db.session.execute(
             db.update(Appeal)
-            .where(Appeal.job_id == self.job_id, Appeal.status == Status.SENDING)
+            .where(text(IN_FLIGHT), Appeal.job_id == self.job_id)
             .values(updated_at=utcnow())
         )
         db.session.commit()

@@ -6,6 +6,7 @@ Bad input answers 400 (not JSON, not an object) or 422 (field errors) with
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
@@ -93,6 +94,10 @@ def submit(slug: str) -> Reply:
     return jsonify(_status(appeal)), 202
 
 
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
 @bp.get("/appeals/<public_id>")
 def appeal_status(public_id: str) -> Reply:
     appeal = db.session.scalar(db.select(Appeal).filter_by(public_id=public_id[:36]))
@@ -100,7 +105,19 @@ def appeal_status(public_id: str) -> Reply:
         return _error(404, "not_found", "No appeal has this id.")
     body = _status(appeal)
     body["created_at"] = appeal.created_at.isoformat()
-    body["sent_at"] = appeal.sent_at.isoformat() if appeal.sent_at else None
+    body["sent_at"] = _iso(appeal.sent_at)
+    # Each addressee's copy: the officials' public addresses, never the supporter's.
+    body["recipients"] = [
+        {
+            "role": r.role,
+            "address": r.address,
+            "status": r.status,
+            "attempts": r.attempts,
+            "last_reply": r.last_reply,
+            "accepted_at": _iso(r.accepted_at),
+        }
+        for r in appeal.recipients
+    ]
     return jsonify(body), 200
 
 

@@ -14,6 +14,7 @@ from flask import (
     url_for,
 )
 from flask_login import current_user
+from sqlalchemy.orm import selectinload
 
 from .. import appeals, capture
 from ..appeals import counts_by_status
@@ -28,9 +29,13 @@ bp = Blueprint("manage", __name__, url_prefix="/manage")
 @bp.get("")
 @role_required(Role.MANAGER)
 def dashboard() -> str:
-    latest = db.session.scalars(db.select(Appeal).order_by(Appeal.id.desc()).limit(50)).all()
+    with_copies = selectinload(Appeal.recipients)
+    latest = db.session.scalars(
+        db.select(Appeal).options(with_copies).order_by(Appeal.id.desc()).limit(50)
+    ).all()
     failures = db.session.scalars(
         db.select(Appeal)
+        .options(with_copies)
         .where(Appeal.status.in_((Status.FAILED, Status.RETRYING, Status.HELD)))
         .order_by(Appeal.updated_at.desc())
         .limit(50)
@@ -43,6 +48,18 @@ def dashboard() -> str:
         latest=latest,
         failures=failures,
         capture_on=_capture_dir() is not None,
+    )
+
+
+@bp.get("/appeals/<int:appeal_id>")
+@role_required(Role.MANAGER)
+def appeal(appeal_id: int) -> str:
+    """One appeal: each recipient's copy, and every move it made."""
+    found = db.session.get(Appeal, appeal_id)
+    if found is None:
+        abort(404, "No such appeal.")
+    return render_template(
+        "manage/appeal.html", a=found, steer_form=SteerForm(), steering=appeals.STEERING
     )
 
 

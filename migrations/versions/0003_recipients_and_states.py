@@ -30,6 +30,19 @@ def _one_of(column, values):
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
+# Each holds only the rows a query looks for, so an appeal moving on leaves them.
+PARTIAL_INDEXES = (
+    ("ix_appeals_due", "id", _one_of("status", ("queued", "retrying"))),
+    ("ix_appeals_sending", "updated_at", "status = 'sending'"),
+    (
+        "ix_appeals_unmailed",
+        "id",
+        "status = 'awaiting_confirmation' AND confirmation_sent_at IS NULL",
+    ),
+    ("ix_appeals_attention", "updated_at", _one_of("status", ("failed", "retrying", "held"))),
+)
+
+
 def upgrade():
     op.create_table(
         "appeal_recipients",
@@ -68,11 +81,29 @@ def upgrade():
         batch_op.drop_column("message_id")
         batch_op.drop_column("delivery_report")
         batch_op.create_check_constraint(op.f("ck_appeals_status"), _one_of("status", STATES))
+        batch_op.drop_index("ix_appeals_status_next_attempt")
+        batch_op.drop_index("ix_appeals_status")
+        batch_op.drop_index("ix_appeals_job_id")
+    for name, column, where in PARTIAL_INDEXES:
+        op.create_index(
+            name,
+            "appeals",
+            [column],
+            postgresql_where=sa.text(where),
+            sqlite_where=sa.text(where),
+        )
     op.execute("UPDATE appeals SET token_issued_at = created_at WHERE token_issued_at IS NULL")
 
 
 def downgrade():
+    for name, _, _ in PARTIAL_INDEXES:
+        op.drop_index(name, table_name="appeals")
     with op.batch_alter_table("appeals", schema=None) as batch_op:
+        batch_op.create_index("ix_appeals_job_id", ["job_id"], unique=False)
+        batch_op.create_index("ix_appeals_status", ["status"], unique=False)
+        batch_op.create_index(
+            "ix_appeals_status_next_attempt", ["status", "next_attempt_at"], unique=False
+        )
         batch_op.drop_constraint("ck_appeals_status", type_="check")
         batch_op.add_column(sa.Column("delivery_report", sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column("message_id", sa.String(length=255), nullable=True))
