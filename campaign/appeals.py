@@ -92,13 +92,13 @@ def submit(campaign: Campaign, supporter: SupporterInput) -> Appeal:
             raise DuplicateAppeal(campaign.slug) from None
         states.created([appeal.id], Status.AWAITING_CONFIRMATION)
         if not options.confirmation_required:
-            _confirmed(Appeal.id == appeal.id, reason="confirmation switched off for this campaign")
+            _confirmed({"id": appeal.id}, reason="confirmation switched off for this campaign")
     db.session.commit()
     wake_dispatcher()
     return appeal
 
 
-def _confirmed(*where: Any, reason: str) -> list[Any]:
+def _confirmed(match: dict[str, Any], reason: str) -> list[Any]:
     return states.move(
         None,
         Status.AWAITING_CONFIRMATION,
@@ -111,8 +111,8 @@ def _confirmed(*where: Any, reason: str) -> list[Any]:
             "attempts": 0,
             "next_attempt_at": None,
         },
-        where=where,
-        returning=[Appeal.public_id, Appeal.campaign, Appeal.status],
+        match=match,
+        returning=("public_id", "campaign", "status"),
     )
 
 
@@ -121,9 +121,7 @@ def confirm(token: str) -> Any:
     status); a token that matches no appeal awaiting confirmation (twice, say) raises."""
     if not token or len(token) > 128:
         raise TokenInvalid(token[:16])
-    moved = _confirmed(
-        Appeal.confirm_token_hash == token_hash(token), reason="confirmed by supporter"
-    )
+    moved = _confirmed({"confirm_token_hash": token_hash(token)}, reason="confirmed by supporter")
     if not moved:
         db.session.rollback()
         raise TokenInvalid(token[:16])

@@ -114,6 +114,8 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         "MAIL_CA_FILE",
         "ORG_NAME",
         "PUBLIC_URL",
+        "RATELIMIT_APPEALS",
+        "RATELIMIT_LOGIN",
     ):
         if environ.get(name):
             out[name] = environ[name]
@@ -128,6 +130,7 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         "MAIL_LOOPBACK_ONLY",
         "PACING_ENABLED",
         "PACING_BUSINESS_HOURS_ONLY",
+        "RATELIMIT_ENABLED",
     ):
         if environ.get(flag):
             out[flag] = env_flag(environ[flag])

@@ -22,6 +22,35 @@ ROOT = Path(__file__).resolve().parent.parent
 FLASK = [sys.executable, "-m", "flask", "--app", "app"]
 
 
+DISPATCHER = [*FLASK, "appeals", "dispatch"]
+
+
+WEB_THREADS = 4
+"""Threads per web process (``WEB_THREADS``): a request spends part of its time waiting
+for the database and Redis, and the threads of a process overlap those waits."""
+
+
+def web_argv(bind: str, app: str = "app:create_app()") -> list[str]:
+    """gunicorn as ``make run`` starts it (the benchmark serves its baseline the same way):
+    ``WEB_WORKERS`` processes (one per core), each with ``WEB_THREADS`` threads."""
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--workers",
+        os.environ.get("WEB_WORKERS") or str(os.cpu_count() or 2),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        os.environ.get("WEB_THREADS") or str(WEB_THREADS),
+        "--bind",
+        bind,
+        "--access-logfile",
+        "-",
+        app,
+    ]
+
+
 def worker_pool_argv(redis_url: str, processes: int | None = None) -> list[str]:
     """One non-forking worker per core; the pool replaces any that dies."""
     return [
@@ -113,23 +142,9 @@ class Stack:
         host = self.env.get("HOST", "127.0.0.1")
         port = self.env.get("PORT", "5000")
         self.env.setdefault("PUBLIC_URL", f"http://{host}:{port}")
-        self.start(
-            "web",
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--workers",
-                "2",
-                "--bind",
-                f"{host}:{port}",
-                "--access-logfile",
-                "-",
-                "app:create_app()",
-            ],
-        )
+        self.start("web", web_argv(f"{host}:{port}"))
         self.start("workers", worker_pool_argv(self.env["REDIS_URL"]))
-        self.start("dispatcher", [*FLASK, "appeals", "dispatch"])
+        self.start("dispatcher", DISPATCHER)
         time.sleep(1.5)
         _say(f"open http://{host}:{port}/  (managers: /manage, admins: /admin)")
         if not self.env.get("MAIL_SERVER"):

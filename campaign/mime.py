@@ -16,6 +16,7 @@ import re
 import secrets
 from collections.abc import Iterable
 from email.utils import formatdate
+from functools import lru_cache
 
 # atext plus space and dot: a display name made of these needs no quoting.
 _PLAIN_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~ .]*$")
@@ -56,11 +57,13 @@ def _plain_ok(text: str, room: int) -> bool:
     return text.isascii() and text.isprintable() and "=?" not in text and len(text) <= room
 
 
+@lru_cache(maxsize=4096)
 def header_text(text: str) -> str:
     """Unstructured header text (Subject): raw if short printable ASCII, else encoded words."""
     return text if _plain_ok(text, 78 - len("Subject: ")) else encode_words(text)
 
 
+@lru_cache(maxsize=4096)  # the addressees and the subjects repeat from letter to letter
 def address(name: str, addr: str, column: int = len("Reply-To: ")) -> str:
     """One mailbox, ``Display Name <addr>``, quoting or encoding the name as needed.
 

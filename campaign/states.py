@@ -12,10 +12,12 @@ never shows a move that did not happen (the shape of django-fsm's guarded save).
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, String, Text, insert, literal, select, update
+from sqlalchemy import Row, String, Text, bindparam, insert, select, update
 
 from .db import UTCDateTime, db, utcnow
 from .models import Appeal, AppealEvent, Status
@@ -68,6 +70,13 @@ class IllegalMove(ValueError):
     """A move that the transition table does not allow: a programming error."""
 
 
+@dataclass(frozen=True)
+class Plus:
+    """A value for :func:`move`: the column's own value plus ``n``."""
+
+    n: int
+
+
 def allowed(source: str, target: str) -> bool:
     return target in TRANSITIONS.get(source, frozenset())
 
@@ -79,43 +88,82 @@ def move(
     *,
     reason: str | None = None,
     values: Mapping[str, Any] | None = None,
-    where: Sequence[ColumnElement[bool]] = (),
-    returning: Sequence[Any] = (),
+    match: Mapping[str, Any] | None = None,
+    stale_before: datetime | None = None,
+    returning: Sequence[str] = (),
     at: datetime | None = None,
 ) -> list[Row[Any]]:
     """Move the appeals ``ids`` (every appeal, if None) that are in ``source`` to ``target``.
 
-    ``values`` are written with the move (``status_reason`` defaults to ``reason``);
-    ``where`` adds conditions, such as the job that must hold the row. Returns a row
-    ``(id, *returning)`` for each appeal moved, and records an event for each of them
-    and for no other. The caller commits.
+    ``values`` are written with the move (``status_reason`` defaults to ``reason``; a
+    :class:`Plus` adds to the column). Only rows that also ``match`` (column → value)
+    and, if given, were last written before ``stale_before`` move: the job that must
+    hold the row, the heartbeat that must have stopped. Returns a row
+    ``(id, *returning)`` for each appeal moved, and records an event for each of
+    them and for no other. The caller commits.
     """
     sources = (source,) if isinstance(source, str) else tuple(source)
     for s in sources:
         if not allowed(s, target):
             raise IllegalMove(f"{s} → {target}")
     at = at or utcnow()
-    assignments = {"status_reason": reason, **(values or {}), "status": target, "updated_at": at}
-    moved: list[Row[Any]] = []
-    id_chunks: list[list[int] | None] = (
+    assignments = {"status_reason": reason, **(values or {})}
+    match = match or {}
+    statement = _update(
+        tuple((k, v if isinstance(v, Plus) else None) for k, v in assignments.items()),
+        tuple(match),
+        ids is not None,
+        stale_before is not None,
+        tuple(returning),
+    )
+    params: dict[str, Any] = {"_to": target, "_at": at}
+    if stale_before is not None:
+        params["_stale"] = stale_before
+    params.update({f"_v_{k}": v for k, v in assignments.items() if not isinstance(v, Plus)})
+    params.update({f"_m_{k}": v for k, v in match.items()})
+    id_chunks = (
         [None] if ids is None else [list(ids)[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]
     )
+    moved: list[Row[Any]] = []
     for from_status in sources:
         for chunk in id_chunks:
-            if chunk == []:
-                continue
-            statement = (
-                update(_appeals)
-                .where(_appeals.c.status == from_status, *where)
-                .values(assignments)
-                .returning(_appeals.c.id, *returning)
-            )
-            if chunk is not None:
-                statement = statement.where(_appeals.c.id.in_(chunk))
-            rows = db.session.execute(statement).all()
+            rows = db.session.execute(
+                statement, {**params, "_from": from_status, "_ids": chunk}
+            ).all()
             _record([r[0] for r in rows], from_status, target, reason, at)
             moved += rows
     return moved
+
+
+@cache
+def _update(
+    assignments: tuple[tuple[str, Plus | None], ...],
+    match: tuple[str, ...],
+    by_id: bool,
+    stale: bool,
+    returning: tuple[str, ...],
+) -> Any:
+    """The UPDATE for one shape of move, built once: building and hashing a statement
+    costs five times as much as running it (measured: 195 against 33 us)."""
+    c = _appeals.c
+    conditions = [c.status == bindparam("_from", type_=String)]
+    if by_id:
+        conditions.append(c.id.in_(bindparam("_ids", expanding=True)))
+    conditions += [c[k] == bindparam(f"_m_{k}", type_=c[k].type) for k in match]
+    if stale:
+        conditions.append(c.updated_at < bindparam("_stale", type_=UTCDateTime))
+    values: dict[str, Any] = {
+        k: c[k] + plus.n if plus else bindparam(f"_v_{k}", type_=c[k].type)
+        for k, plus in assignments
+    }
+    values["status"] = bindparam("_to", type_=String)
+    values["updated_at"] = bindparam("_at", type_=UTCDateTime)
+    return (
+        update(_appeals)
+        .where(*conditions)
+        .values(values)
+        .returning(c.id, *(c[name] for name in returning))
+    )
 
 
 def created(ids: Iterable[int], status: str, reason: str | None = None) -> None:
@@ -128,22 +176,31 @@ def noted(ids: Iterable[int], status: str, reason: str) -> None:
     _record(list(ids), status, status, reason, utcnow())
 
 
+_EVENTS = insert(AppealEvent.__table__).from_select(
+    ["appeal_id", "from_status", "to_status", "reason", "at"],
+    select(
+        _appeals.c.id,
+        bindparam("_from", type_=String),
+        bindparam("_to", type_=String),
+        bindparam("_reason", type_=Text),
+        bindparam("_at", type_=UTCDateTime),
+    ).where(_appeals.c.id.in_(bindparam("_ids", expanding=True))),
+)
+"""One event row per appeal, in one INSERT … SELECT (a fifth of the cost of a row of
+VALUES each, on PostgreSQL)."""
+
+
+def _core() -> Any:
+    """The session's connection, in its transaction: Core statements run there without
+    the ORM's bookkeeping, which costs more than the statement on the confirm path."""
+    return db.session.connection()
+
+
 def _record(
     ids: list[int], from_status: str | None, to_status: str, reason: str | None, at: datetime
 ) -> None:
-    """One event row per appeal, in one INSERT … SELECT (a fifth of the cost of a
-    row of VALUES each, on PostgreSQL)."""
-    if not ids:
-        return
-    db.session.execute(
-        insert(AppealEvent).from_select(
-            ["appeal_id", "from_status", "to_status", "reason", "at"],
-            select(
-                _appeals.c.id,
-                literal(from_status, String),
-                literal(to_status, String),
-                literal(reason, Text),
-                literal(at, UTCDateTime),
-            ).where(_appeals.c.id.in_(ids)),
+    if ids:
+        _core().execute(
+            _EVENTS,
+            {"_ids": ids, "_from": from_status, "_to": to_status, "_reason": reason, "_at": at},
         )
-    )

@@ -60,14 +60,17 @@ def authenticate(email: str, password: str) -> User | None:
     user = db.session.scalar(db.select(User).filter_by(email=email.strip().lower()))
     if user is None:
         # Same work either way, so response time does not reveal who has an account.
-        check_password_hash(_DUMMY_HASH, password)
+        check_password_hash(_dummy_hash(), password)
         return None
     if not user.active or not check_password_hash(user.password_hash, password):
         return None
     return user
 
 
-_DUMMY_HASH = generate_password_hash("not-a-real-password")
+@functools.cache
+def _dummy_hash() -> str:
+    """Made on first use: hashing costs ~0.1 s, which every process would pay at import."""
+    return generate_password_hash("not-a-real-password")
 
 
 def role_required(role: str) -> Callable[[F], F]:

@@ -52,9 +52,17 @@ def refusal(job: Job) -> str | None:
 
 
 class AppWorker(SimpleWorker):
-    """A non-forking worker that runs the engine's jobs inside the application context."""
+    """A non-forking worker that runs the engine's jobs inside the application context.
+
+    The application is built when the worker starts, not at its first job: building
+    it takes a second here, which the first appeal after a start would wait for.
+    """
 
     _app: Flask | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _ = self.app
 
     @property
     def app(self) -> Flask:

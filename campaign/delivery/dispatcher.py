@@ -39,10 +39,10 @@ from .queue import (
     CONFIRM,
     DELIVER,
     SUPPORTERS,
+    Alarm,
     enqueue_many,
     new_job_id,
     rq,
-    wait_for_wake,
     waiting_jobs,
 )
 from .recipients import Outcome, Result
@@ -90,7 +90,7 @@ def recover_abandoned(report: Report) -> None:
             reason = "its worker stopped before sending; queued again"
             results.append(Result(appeal_id, Outcome(Status.QUEUED, reason)))
     # Guarded by the lease: a batch that beat its heart meanwhile keeps its appeals.
-    moved = set(recipients.record(results, where=[Appeal.updated_at < cutoff]))
+    moved = set(recipients.record(results, stale_before=cutoff))
     db.session.commit()
     journal.clear(redis, [i for i in notes if i in moved])
     report.recovered_sent += sum(1 for i in notes if i in moved)
@@ -183,7 +183,7 @@ def sweep() -> Report:
 def run_forever(interval: float, window: float) -> None:
     """Dispatch as appeals become due; recover every ``interval`` seconds."""
     log = current_app.logger
-    redis = rq.connection()
+    alarm = Alarm(rq.connection())
     dispatcher = Dispatcher()
     last_recovery = 0.0
     while True:
@@ -210,7 +210,12 @@ def run_forever(interval: float, window: float) -> None:
         # until something is due, or until it is time to look for lost work.
         time.sleep(max(0.0, window - (time.monotonic() - started)))
         try:
-            wait_for_wake(redis, interval - (time.monotonic() - started))
+            alarm.wait(interval - (time.monotonic() - started))
         except Exception:  # noqa: BLE001 - Redis down: look again after the interval
             log.warning("broker unavailable; dispatching from the database alone")
             time.sleep(interval)
+            try:
+                alarm.close()
+                alarm = Alarm(rq.connection())
+            except Exception:  # noqa: BLE001, S110 - still down: the next turn tries again
+                pass

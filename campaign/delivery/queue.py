@@ -32,7 +32,8 @@ JOBS = frozenset({DELIVER, CONFIRM})
 """The only functions a worker runs; a job naming any other is failed unrun."""
 
 WAKE = "appeals:wake"
-"""A list the dispatcher blocks on; holds at most one item, "something is due"."""
+"""The channel on which a confirm tells the dispatcher that something is due."""
+_PUBLISH_WAKE = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$1\r\n1\r\n" % (len(WAKE), WAKE.encode())
 
 JOB_TIMEOUT = 3600
 """Seconds a batch may run; sockets time out long before (MAIL_TIMEOUT)."""
@@ -83,20 +84,42 @@ rq = RQ()
 
 
 def wake_dispatcher() -> None:
-    """Tell the dispatcher that an appeal became due, after the commit. A broker outage
-    is logged, never raised to the supporter: the dispatcher's next pass finds it."""
+    """Tell the dispatcher that an appeal became due, after the commit: one PUBLISH,
+    which costs nothing when no dispatcher listens. A broker outage is logged, never
+    raised to the supporter: the dispatcher's next pass finds the appeal anyway."""
     try:
-        with rq.connection().pipeline(transaction=False) as pipe:
-            pipe.lpush(WAKE, 1).ltrim(WAKE, 0, 0).execute()
+        pool = rq.connection().connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command([_PUBLISH_WAKE], check_health=False)
+            connection.read_response()
+        except BaseException:
+            connection.disconnect()  # never back to the pool half-read
+            raise
+        finally:
+            pool.release(connection)
     except RedisError as e:
         current_app.logger.warning("broker unavailable (%s); the dispatcher will find it", e)
 
 
-def wait_for_wake(redis: Redis, timeout: float) -> bool:
-    """Block until something is due or ``timeout`` seconds pass; True if woken."""
-    if timeout <= 0:
-        return bool(redis.delete(WAKE))
-    return redis.blpop([WAKE], timeout=timeout) is not None
+class Alarm:
+    """The dispatcher's side: a subscription that rings when something became due.
+    A wake-up sent while the dispatcher was busy waits in the subscription."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(WAKE)
+
+    def wait(self, timeout: float) -> bool:
+        """Block until woken or ``timeout`` seconds pass; True if woken. Drains every
+        wake-up already waiting: one pass serves them all."""
+        woken = self.pubsub.get_message(timeout=max(timeout, 0.0)) is not None
+        while self.pubsub.get_message(timeout=0) is not None:
+            woken = True
+        return woken
+
+    def close(self) -> None:
+        self.pubsub.close()
 
 
 def enqueue_many(queue: str, func: str, jobs: list[tuple[str, object]]) -> None:

@@ -27,7 +27,7 @@ from sqlalchemy import bindparam, insert, update
 
 from .. import states
 from ..db import db, utcnow
-from ..models import Appeal, Delivery, Recipient, Status
+from ..models import Delivery, Recipient, Status
 from .policy import MAX_ATTEMPTS, Verdict, backoff
 from .transport import Reply
 
@@ -119,10 +119,11 @@ class Result:
     counted: bool = True  # False: not a try (paced, relay down); the claim is given back
 
 
-def record(results: Iterable[Result], where: list[Any]) -> list[int]:
+def record(results: Iterable[Result], **guard: Any) -> list[int]:
     """Move each appeal from ``sending`` to its outcome and store its copies, for the
-    appeals that ``where`` says the caller still holds; returns the ids moved. Appeals
-    with the same outcome move in one statement. The caller commits."""
+    appeals that ``guard`` (see :func:`campaign.states.move`) says the caller still
+    holds; returns the ids moved. Appeals with the same outcome move in one
+    statement. The caller commits."""
     groups: dict[tuple[Any, ...], list[Result]] = {}
     for result in results:
         o = result.outcome
@@ -138,15 +139,15 @@ def record(results: Iterable[Result], where: list[Any]) -> list[int]:
         if status in (Status.QUEUED, Status.RETRYING):
             values["job_id"] = None  # due again later, for whichever job the dispatcher picks
         if not counted:
-            values["attempts"] = Appeal.attempts - 1
+            values["attempts"] = states.Plus(-1)
         rows = states.move(
             [r.appeal_id for r in group],
             Status.SENDING,
             status,
             reason=reason,
             values=values,
-            where=where,
             at=now,
+            **guard,
         )
         moved.update(row[0] for row in rows)
     store({r.appeal_id: r.copies for r in results if r.copies and r.appeal_id in moved})

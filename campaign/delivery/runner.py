@@ -43,6 +43,9 @@ from .policy import RELAY_DOWN_AFTER, Verdict, backoff, verdicts
 from .recipients import Copy, Outcome, Result
 from .transport import Envelope, RelayConnection, SessionLost, Transmission
 
+CLAIMED = tuple(c.name for c in Appeal.__table__.c if c.name != "id")
+"""Every column of a claimed appeal, read in the claim itself."""
+
 COMMIT_EVERY = 200
 """Outcomes recorded per database write (the journal covers the gap)."""
 
@@ -84,8 +87,8 @@ class Batch:
             (Status.QUEUED, Status.RETRYING),
             Status.SENDING,
             reason=None,
-            values={"attempts": Appeal.attempts + 1, "job_id": self.job_id},
-            returning=[c for c in Appeal.__table__.c if c.name != "id"],
+            values={"attempts": states.Plus(1), "job_id": self.job_id},
+            returning=CLAIMED,
         )
         db.session.commit()
         rows.sort(key=lambda r: r[0])
@@ -112,7 +115,7 @@ class Batch:
 
     def flush(self) -> None:
         self.journal.settle()  # every note is in Redis before the rows it covers
-        moved = recipients.record(self.results, where=[Appeal.job_id == self.job_id])
+        moved = recipients.record(self.results, match={"job_id": self.job_id})
         # Heartbeat: the appeals this job still holds are not abandoned.
         db.session.execute(
             db.update(Appeal)

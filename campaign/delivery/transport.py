@@ -89,9 +89,16 @@ Result = Transmission | SessionLost
 
 
 class Envelope(Protocol):
-    envelope_from: str
-    recipients: list[str]
-    data: bytes
+    """A message as the transport needs it (``campaign.mail.Outgoing`` is one)."""
+
+    @property
+    def envelope_from(self) -> str: ...
+
+    @property
+    def recipients(self) -> list[str]: ...
+
+    @property
+    def data(self) -> bytes: ...
 
 
 class _Closing(Exception):

@@ -3,7 +3,8 @@ service function, map domain errors to status codes."""
 
 from __future__ import annotations
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Request, Response, jsonify, render_template, request
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
@@ -17,9 +18,20 @@ def _wants_json() -> bool:
     return request.path.startswith("/api/")
 
 
+class _SessionInterface(SecureCookieSessionInterface):
+    """The cookie session, except on the JSON API, which never uses one: no cookie is
+    read or written there, and no signer is built for each request."""
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        if request.path.startswith("/api/"):
+            return self.null_session_class()
+        return super().open_session(app, request)
+
+
 def register_views(app: Flask) -> None:
     from . import admin, api, auth, manage, public
 
+    app.session_interface = _SessionInterface()
     csrf.init_app(app)
     limiter.init_app(app)
     app.register_blueprint(public.bp)

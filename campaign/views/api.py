@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from .. import appeals
 from ..campaigns import all_campaigns, get_campaign
@@ -53,12 +53,14 @@ def campaigns() -> Response:
     )
 
 
-def _status(appeal: Appeal) -> dict[str, Any]:
+def _status(appeal: Any) -> dict[str, Any]:
+    # From PUBLIC_URL, never from the request's Host header, which the client chooses.
+    base = current_app.config["PUBLIC_URL"].rstrip("/")
     return {
         "id": appeal.public_id,
         "status": appeal.status,
         "campaign": appeal.campaign,
-        "status_url": url_for("api.appeal_status", public_id=appeal.public_id, _external=True),
+        "status_url": f"{base}{bp.url_prefix}/appeals/{appeal.public_id}",
     }
 
 
