@@ -280,8 +280,8 @@ def test_login_ignores_a_next_page_on_another_site(app):
         location = reply.headers["Location"]
         # Browsers drop tabs and newlines from URLs and read "\" as "/"; judge as they do.
         seen = re.sub(r"[\t\r\n]", "", location).replace("\\", "/")
-        assert urlsplit(seen).netloc in ("", "localhost"), next_url
-        assert urlsplit(seen).scheme in ("", "http"), next_url
+        assert urlsplit(seen).netloc == "", next_url
+        assert urlsplit(seen).scheme == "", next_url
         assert "evil" not in seen, next_url
         assert location == "/manage", next_url
 
@@ -427,7 +427,7 @@ def test_test_message_reports_a_relay_that_refuses(app, admin, smtp):
 
 def test_test_message_needs_the_csrf_token(admin, smtp):
     reply = admin.post("/admin/test-message", data={"send": "y"})
-    assert reply.status_code in (302, 400)
+    assert reply.status_code == 400
     assert smtp.received == []
 
 
@@ -629,7 +629,7 @@ def test_admin_adds_a_manager_who_can_log_in(app, admin):
 )
 def test_bad_new_users_are_refused(app, admin, email, role):
     reply = submit(admin, "/admin/users", "", "add", email=email, role=role)
-    assert reply.status_code in (400, 422)
+    assert reply.status_code == 422
     assert 'id="created"' not in reply.get_data(as_text=True)
     with app.app_context():
         assert [u.email for u in db.session.scalars(db.select(User))] == [ADMIN]

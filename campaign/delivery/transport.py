@@ -77,11 +77,14 @@ class SessionLost:
     reason: str
 
     @classmethod
-    def of(cls, exc: BaseException) -> SessionLost:
+    def of(cls, exc: BaseException, timeout: float | None = None) -> SessionLost:
         if isinstance(exc, _Closing):
             return cls(str(exc.reply))
         if isinstance(exc, smtplib.SMTPResponseException):
             return cls(str(Reply.of(exc.smtp_code, exc.smtp_error)))
+        if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
+            # smtplib reports a timeout as "Connection unexpectedly closed": say what it was.
+            return cls(f"no answer from the relay within {timeout:g} s (MAIL_TIMEOUT)")
         return cls(f"{type(exc).__name__}: {exc}")
 
 
@@ -289,7 +292,7 @@ class RelayConnection:
         except (smtplib.SMTPException, OSError) as exc:
             first = next(items, None)
             if first is not None:
-                yield first[0], SessionLost.of(exc)
+                yield first[0], SessionLost.of(exc, self.relay.timeout)
             return
         wire = _Wire(host, host.has_extn("pipelining"))
         waiting: _Waiting | None = None
@@ -342,7 +345,7 @@ class RelayConnection:
             # The session is over. The message whose content was on its way and the
             # one whose envelope was sent share the loss; the rest was never taken.
             self.close()
-            lost = SessionLost.of(exc)
+            lost = SessionLost.of(exc, self.relay.timeout)
             if waiting:
                 yield waiting.key, lost  # type: ignore[misc]
             if current is not None:
