@@ -95,10 +95,26 @@ class SinkHandler:
     # Most relays (Postfix, Exim) offer PIPELINING; set False to test plain sendmail.
     pipelining: bool = True
 
+    # Sessions opened (one EHLO each), and points where the relay stops answering until
+    # ``release`` is set: after taking the Nth message (before its 250), or at the Nth
+    # message's RCPT. ``blocked`` is set when it stops.
+    sessions: int = 0
+    hold_data_at: int | None = None
+    hold_rcpt_at: int | None = None
+    blocked: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    rcpts_seen: int = 0
+
+    async def _hold(self) -> None:
+        self.blocked.set()
+        while not self.release.is_set():
+            await asyncio.sleep(0.01)
+
     async def handle_EHLO(  # noqa: N802
         self, server: Any, session: Any, envelope: Envelope, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
+        self.sessions += 1
         if self.pipelining:
             responses.insert(1, "250-PIPELINING")
         return responses
@@ -111,6 +127,10 @@ class SinkHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        if not envelope.rcpt_tos:
+            self.rcpts_seen += 1  # messages whose RCPTs began
+            if self.hold_rcpt_at is not None and self.rcpts_seen == self.hold_rcpt_at:
+                await self._hold()
         reply = self.rcpt_replies.get(address)
         if reply:
             return reply
@@ -140,6 +160,9 @@ class SinkHandler:
                     time.monotonic(),
                 )
             )
+            taken = len(self.received)
+        if self.hold_data_at is not None and taken == self.hold_data_at:
+            await self._hold()  # the relay has the message; the client hears nothing
         return "250 Message accepted"
 
 

@@ -69,6 +69,33 @@ def start_worker(env: dict[str, str], burst: bool = False) -> subprocess.Popen[b
     return process
 
 
+def start_dispatcher(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``flask --app app appeals dispatch``, as ``make run`` starts it."""
+    log = Path(env["INSTANCE_PATH"]) / f"dispatcher-{time.monotonic_ns()}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "app", "appeals", "dispatch"],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=out,
+        )
+    process.log = log  # type: ignore[attr-defined]
+    return process
+
+
+def stop(*processes: subprocess.Popen[bytes]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
 def finished(process: subprocess.Popen[bytes], timeout: float) -> None:
     """Wait for a burst worker; fail with the end of its log if it did not exit cleanly."""
     code = process.wait(timeout=timeout)
