@@ -41,6 +41,14 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config["CONFIG_SOURCES"] = sources
     config.finish(app.config, app.instance_path)
 
+    if app.config["TRUSTED_PROXIES"]:
+        # Behind N proxies, the client is the address the Nth proxy saw, and the scheme
+        # what it was told; a header the client sent itself is never believed.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = int(app.config["TRUSTED_PROXIES"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+
     db.init_app(app)
     migrate.init_app(
         app,

@@ -12,7 +12,7 @@ import base64
 import hashlib
 import hmac
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import current_app
@@ -23,7 +23,7 @@ from . import states
 from .campaigns import Campaign
 from .db import db, utcnow
 from .delivery.queue import wake_dispatcher
-from .exceptions import CampaignClosed, DuplicateAppeal, TokenInvalid
+from .exceptions import CampaignClosed, TokenExpired, TokenInvalid
 from .intake import SupporterInput
 from .models import Appeal, CampaignOption, Delivery, Recipient, Status
 
@@ -52,24 +52,24 @@ def options_for(slug: str) -> CampaignOption:
     )
 
 
-def submit(campaign: Campaign, supporter: SupporterInput) -> Appeal:
-    """Store a new appeal. Awaits confirmation unless an admin switched that off."""
+def submit(campaign: Campaign, supporter: SupporterInput) -> str:
+    """Take a submission; returns the status every valid submission is answered with.
+
+    The answer is the same whether or not the address has appealed before, so that no
+    one learns it from the form or the API; the owner of the address learns the rest
+    by e-mail. A submission never changes an appeal that exists: a pending appeal
+    changes only through its owner's confirmation (the confirm page lets them edit
+    it), and its link is sent again; an appeal already confirmed gets its owner a
+    notice. Supporter mail is limited per address and day (``CONFIRMATION_MAILS_PER_DAY``).
+    """
     options = options_for(campaign.slug)
     if options.paused:
         raise CampaignClosed(campaign.slug)
+    answer = Status.AWAITING_CONFIRMATION if options.confirmation_required else Status.QUEUED
     existing = db.session.scalar(
         db.select(Appeal).filter_by(campaign=campaign.slug, email=supporter.email)
     )
-    if existing is not None:
-        if existing.status != Status.AWAITING_CONFIRMATION:
-            raise DuplicateAppeal(campaign.slug)
-        # Not confirmed yet: the newer wording wins and the link is sent again.
-        appeal = existing
-        for field in ("name", "language", "country", "message"):
-            setattr(appeal, field, getattr(supporter, field))
-        appeal.confirmation_sent_at = None
-        states.noted([appeal.id], appeal.status, "resubmitted")
-    else:
+    if existing is None:
         now = utcnow()
         appeal = Appeal(
             public_id=str(uuid.uuid4()),
@@ -87,18 +87,46 @@ def submit(campaign: Campaign, supporter: SupporterInput) -> Appeal:
         db.session.add(appeal)
         try:
             db.session.flush()
-        except IntegrityError:
+        except IntegrityError:  # the same address, at the same moment: it exists now
             db.session.rollback()
-            raise DuplicateAppeal(campaign.slug) from None
+            return answer
         states.created([appeal.id], Status.AWAITING_CONFIRMATION)
         if not options.confirmation_required:
             _confirmed({"id": appeal.id}, reason="confirmation switched off for this campaign")
+    elif existing.status == Status.AWAITING_CONFIRMATION:
+        if not link_expired(existing):
+            existing.confirmation_sent_at = None  # the same link, again
+            states.noted([existing.id], existing.status, "submitted again: link sent again")
+    elif existing.erased_at is None:
+        existing.notice_requested_at = utcnow()
     db.session.commit()
     wake_dispatcher()
-    return appeal
+    return answer
 
 
-def _confirmed(match: dict[str, Any], reason: str) -> list[Any]:
+def link_expired(appeal: Any) -> bool:
+    days = float(current_app.config["CONFIRM_TOKEN_DAYS"])
+    return appeal.token_issued_at < utcnow() - timedelta(days=days)
+
+
+def resend(campaign: Campaign, email: str) -> None:
+    """ "Send me the link again": the same answer whatever the address, and at most
+    the daily number of mails to it."""
+    appeal = db.session.scalar(db.select(Appeal).filter_by(campaign=campaign.slug, email=email))
+    if appeal is None or appeal.status != Status.AWAITING_CONFIRMATION or link_expired(appeal):
+        return
+    appeal.confirmation_sent_at = None
+    states.noted([appeal.id], appeal.status, "link asked for again")
+    db.session.commit()
+    wake_dispatcher()
+
+
+def _confirmed(
+    match: dict[str, Any],
+    reason: str,
+    changes: dict[str, Any] | None = None,
+    newer: dict[str, Any] | None = None,
+) -> list[Any]:
     return states.move(
         None,
         Status.AWAITING_CONFIRMATION,
@@ -110,20 +138,51 @@ def _confirmed(match: dict[str, Any], reason: str) -> list[Any]:
             "job_id": None,
             "attempts": 0,
             "next_attempt_at": None,
+            **(changes or {}),
         },
         match=match,
+        newer=newer,
         returning=("public_id", "campaign", "status"),
     )
 
 
-def confirm(token: str) -> Any:
-    """Confirm the appeal this token belongs to. Returns its (id, public_id, campaign,
-    status); a token that matches no appeal awaiting confirmation (twice, say) raises."""
+def pending(token: str) -> Appeal:
+    """The appeal this token confirms, for its owner to review; raises if there is
+    none awaiting confirmation, and :class:`TokenExpired` if the link is too old."""
     if not token or len(token) > 128:
         raise TokenInvalid(token[:16])
-    moved = _confirmed({"confirm_token_hash": token_hash(token)}, reason="confirmed by supporter")
+    appeal = db.session.scalar(db.select(Appeal).filter_by(confirm_token_hash=token_hash(token)))
+    if appeal is None or appeal.status != Status.AWAITING_CONFIRMATION:
+        raise TokenInvalid(token[:16])
+    if link_expired(appeal):
+        raise TokenExpired(token[:16])
+    return appeal
+
+
+def confirm(token: str, edited: SupporterInput | None = None) -> Any:
+    """Confirm the appeal this token belongs to, with its owner's last edits if any.
+    Returns its (id, public_id, campaign, status); a token that matches no appeal
+    awaiting confirmation (used twice, say) raises, and so does an expired one."""
+    if not token or len(token) > 128:
+        raise TokenInvalid(token[:16])
+    days = float(current_app.config["CONFIRM_TOKEN_DAYS"])
+    changes: dict[str, Any] = {}
+    if edited is not None:
+        changes = {
+            "name": edited.name,
+            "language": edited.language,
+            "country": edited.country,
+            "message": edited.message,
+        }
+    moved = _confirmed(
+        {"confirm_token_hash": token_hash(token)},
+        reason="confirmed by supporter",
+        changes=changes,
+        newer={"token_issued_at": utcnow() - timedelta(days=days)},
+    )
     if not moved:
         db.session.rollback()
+        pending(token)  # raises TokenExpired for a link that is only too old
         raise TokenInvalid(token[:16])
     db.session.commit()
     wake_dispatcher()

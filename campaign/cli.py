@@ -52,6 +52,24 @@ def synthetic_command(slug: str, count: int) -> None:
     click.echo(f"created {created} queued appeals in {slug}")
 
 
+@appeals_cli.command("erase")
+@click.argument("email")
+def erase_command(email: str) -> None:
+    """Remove a supporter's personal data from every appeal of theirs, on request."""
+    from .retention import erase_supporter
+
+    count = erase_supporter(email, by="cli")
+    click.echo(f"erased the personal data of {count} appeal(s)")
+
+
+@appeals_cli.command("retention")
+def retention_command() -> None:
+    """Remove personal data that is due to go (the dispatcher does this every hour)."""
+    from .retention import apply_retention
+
+    click.echo(str(apply_retention()))
+
+
 @users_cli.command("create")
 @click.argument("email")
 @click.option("--role", type=click.Choice(Role.ALL), default=Role.MANAGER, show_default=True)
@@ -74,6 +92,35 @@ def create_user_command(email: str, role: str, password: str | None) -> None:
     click.echo(f"password: {password}")
 
 
+@users_cli.command("set-password")
+@click.argument("email")
+@click.option(
+    "--password",
+    envvar="NEW_USER_PASSWORD",
+    default=None,
+    help="Default: generated and printed once. Prefer the NEW_USER_PASSWORD variable.",
+)
+@click.option("--must-change", is_flag=True, help="Make them choose their own at next sign-in.")
+def set_password_command(email: str, password: str | None, must_change: bool) -> None:
+    """Set a staff member's password; every session of theirs ends."""
+    from . import audit
+    from .users import find, new_password, set_password
+
+    user = find(email)
+    if user is None:
+        raise click.ClickException(f"no user {email}")
+    chosen = password or new_password()
+    try:
+        set_password(user, chosen, must_change=must_change)
+    except InvalidInput as e:
+        raise click.ClickException(e.fields["password"]) from e
+    audit.record("password set", user.email, actor="cli")
+    db.session.commit()
+    click.echo(f"password set for {user.email}; their sessions have ended")
+    if not password:
+        click.echo(f"password: {chosen}")
+
+
 @users_cli.command("list")
 def list_users_command() -> None:
     """Show staff accounts."""
@@ -90,10 +137,14 @@ def ensure_admin_command(email: str) -> None:
     if db.session.scalar(db.select(db.func.count()).select_from(User)):
         return
     try:
-        user, password = create_user(email, Role.ADMIN)
+        # Printed once on a terminal: it must be replaced at the first sign-in.
+        user, password = create_user(email, Role.ADMIN, must_change=True)
     except InvalidInput as e:
         raise click.ClickException("; ".join(f"{k}: {v}" for k, v in e.fields.items())) from e
-    click.echo(f"First run: log in as {user.email} with password {password}")
+    click.echo(
+        f"First run: log in as {user.email} with password {password} "
+        "(you will choose your own at once)"
+    )
 
 
 @capture_cli.command("serve")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,26 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "WTF_CSRF_TIME_LIMIT": None,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
+        # Proxies in front of the app (nginx: 1). Their X-Forwarded-For and
+        # X-Forwarded-Proto are believed, no one else's.
+        "TRUSTED_PROXIES": 0,
+        # Staff sessions end after this long without a request, and this long after
+        # signing in, whatever happens.
+        "SESSION_IDLE_MINUTES": 30.0,
+        "SESSION_MAX_HOURS": 12.0,
+        "HSTS_MAX_AGE": 31536000,
+        # Sign-in attempts per account, whoever makes them (per client: RATELIMIT_LOGIN).
+        "RATELIMIT_LOGIN_ACCOUNT": "10 per hour",
+        # The admin's "check connection" and "test message" reach only these ports.
+        "RELAY_CHECK_PORTS": (25, 465, 587),
+        "RELAY_CHECK_TIMEOUT": 5.0,
+        # Supporters: confirmation links last this long; one address gets at most this
+        # many confirmation mails a day, however many times it is submitted.
+        "CONFIRM_TOKEN_DAYS": 7.0,
+        "CONFIRMATION_MAILS_PER_DAY": 1,
+        # Personal data of an appeal is removed this many days after it is sent,
+        # failed or cancelled; the appeal stays, anonymous, in the counts.
+        "RETENTION_DAYS": 30.0,
         "MAX_CONTENT_LENGTH": 64 * 1024,
         "RQ_QUEUES": ["supporters", "appeals"],
         # Deliveries to targets, per receiving domain and per address (see pacing.py).
@@ -116,6 +137,7 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         "PUBLIC_URL",
         "RATELIMIT_APPEALS",
         "RATELIMIT_LOGIN",
+        "RATELIMIT_LOGIN_ACCOUNT",
     ):
         if environ.get(name):
             out[name] = environ[name]
@@ -140,14 +162,29 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         "PACING_BURST_SECONDS",
         "DISPATCH_WINDOW",
         "SWEEP_INTERVAL",
+        "SESSION_IDLE_MINUTES",
+        "SESSION_MAX_HOURS",
+        "RELAY_CHECK_TIMEOUT",
+        "CONFIRM_TOKEN_DAYS",
+        "RETENTION_DAYS",
         "SENDING_LEASE_SECONDS",
         "MAIL_TIMEOUT",
     ):
         if environ.get(name):
             out[name] = float(environ[name])
-    for name in ("DELIVERY_BATCH_SIZE", "MAIL_MAX_EMAILS"):
+    for name in (
+        "DELIVERY_BATCH_SIZE",
+        "MAIL_MAX_EMAILS",
+        "TRUSTED_PROXIES",
+        "HSTS_MAX_AGE",
+        "CONFIRMATION_MAILS_PER_DAY",
+    ):
         if environ.get(name):
             out[name] = int(environ[name])
+    if environ.get("RELAY_EXTRA_PORTS"):
+        # More ports the admin's relay check may reach, e.g. 2525 or 1025.
+        extra = [int(p) for p in environ["RELAY_EXTRA_PORTS"].replace(",", " ").split()]
+        out["RELAY_CHECK_PORTS"] = (25, 465, 587, *extra)
     return out
 
 
@@ -168,6 +205,13 @@ def finish(config: dict[str, Any], instance_path: str) -> None:
     config["RQ_CONNECTION"] = config["REDIS_URL"]
     if not config.get("PUBLIC_URL"):
         config["PUBLIC_URL"] = "http://127.0.0.1:5000"
+    if config["PUBLIC_URL"].startswith("https://"):
+        # Cookies only over HTTPS: the session cookie carries the CSRF token too.
+        config["SESSION_COOKIE_SECURE"] = True
+        config["REMEMBER_COOKIE_SECURE"] = True
+        config["PREFERRED_URL_SCHEME"] = "https"
+    # Flask's own lifetime for a permanent session; staff sessions end sooner (above).
+    config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=float(config["SESSION_MAX_HOURS"]))
     if not config.get("RATELIMIT_STORAGE_URI"):
         config["RATELIMIT_STORAGE_URI"] = config["REDIS_URL"]
     if not config.get("SECRET_KEY"):

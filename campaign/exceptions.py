@@ -35,5 +35,9 @@ class TokenInvalid(CampaignError, LookupError):
     """A confirmation token that matches no appeal awaiting confirmation."""
 
 
+class TokenExpired(TokenInvalid):
+    """A confirmation token older than ``CONFIRM_TOKEN_DAYS``."""
+
+
 class RelayRefused(CampaignError, OSError):
     """The SMTP relay may not be used from here (e.g. not on loopback in a test)."""

@@ -36,13 +36,40 @@ class AppealForm(FlaskForm):
 
 
 class ConfirmForm(FlaskForm):
+    """The owner's last look at the letter: they may change it before sending."""
+
+    name = StringField("Your name", render_kw={"autocomplete": "name", "maxlength": NAME_MAX})
+    language = SelectField("Language of the letter", choices=[], validate_choice=False)
+    country = SelectField("Your country", choices=[], validate_choice=False)
+    message = TextAreaField(
+        "A sentence of your own (optional)", render_kw={"maxlength": MESSAGE_MAX, "rows": 3}
+    )
+    preview = SubmitField("Preview my changes")
     submit = SubmitField("Send my appeal")
+
+
+class ResendForm(FlaskForm):
+    email = EmailField("Your e-mail", render_kw={"autocomplete": "email", "maxlength": 254})
+    send = SubmitField("Send me the link again")
 
 
 class LoginForm(FlaskForm):
     email = StringField("E-mail", validators=[DataRequired(), Length(max=254)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=200)])
     submit = SubmitField("Log in")
+
+
+class PasswordForm(FlaskForm):
+    current = PasswordField("Current password", validators=[DataRequired(), Length(max=200)])
+    new = PasswordField(
+        "New password (at least 12 characters)", validators=[DataRequired(), Length(max=200)]
+    )
+    repeat = PasswordField("New password again", validators=[DataRequired(), Length(max=200)])
+    save = SubmitField("Change password")
+
+
+class UserActionForm(FlaskForm):
+    """CSRF only: the action (disable, enable, reset) comes as the button's value."""
 
 
 class RelayForm(FlaskForm):
@@ -87,6 +114,11 @@ class DiplomatForm(FlaskForm):
     fax = StringField("Fax", validators=[Optional(), Length(max=64)])
     postal_address = TextAreaField("Postal address", validators=[Optional(), Length(max=1000)])
     add = SubmitField("Add representative")
+
+
+class EraseForm(FlaskForm):
+    email = StringField("Supporter's e-mail address", validators=[DataRequired(), Length(max=254)])
+    erase = SubmitField("Erase their personal data")
 
 
 class SteerForm(FlaskForm):

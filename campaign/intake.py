@@ -35,6 +35,16 @@ class SupporterInput:
     message: str | None
 
 
+NAME_FORBIDDEN = "<>@"
+
+
+def _has_format(text: str) -> bool:
+    """Unicode format characters (category Cf): bidi controls, zero-width joiners and
+    spaces, soft hyphens, tags. None belongs in a name, and they make one display as
+    something it is not."""
+    return any(unicodedata.category(ch) == "Cf" for ch in text)
+
+
 def _has_control(text: str, allow_newline: bool = False) -> bool:
     for ch in text:
         if allow_newline and ch == "\n":
@@ -109,8 +119,13 @@ def parse_supporter(
     errors: dict[str, str] = {}
 
     name = _text(data, "name", errors, maximum=NAME_MAX)
-    if name is not None and _has_control(name):
+    if name is not None and (_has_control(name) or _has_format(name)):
         errors["name"] = "The name must be a single line without control characters."
+        name = None
+    elif name is not None and any(c in name for c in NAME_FORBIDDEN):
+        # A name like "Ministro de Justicia <ministro@mju.es>" would pose as an address
+        # in the From line of the appeal it signs.
+        errors["name"] = "The name may not contain <, > or @."
         name = None
 
     email = _text(data, "email", errors, maximum=EMAIL_MAX)

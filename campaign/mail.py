@@ -100,29 +100,34 @@ def confirm_url(token: str) -> str:
         return url_for("public.confirm", token=token, _external=True)
 
 
-def confirmation_message(appeal: Any, token: str, relay: RelaySettings) -> Outgoing:
+NAME_IN_SUPPORTER_MAIL = 60
+"""Characters of the submitted name a supporter mail carries: the only thing in it that
+whoever filled in the form chose, so that it can't carry anyone's message."""
+
+
+def _supporter_mail(
+    appeal: Any, kind: str, relay: RelaySettings, to_name: str, **context: Any
+) -> Outgoing:
+    """A mail to the supporter: ``confirmation`` or ``notice``, in their language if we
+    have the wording, else English."""
     campaign = get_campaign(appeal.campaign)
-    letter = letter_for(campaign, appeal, relay.org_name)
     env = letters_env()
-    context = {
-        "appeal": appeal,
-        "campaign": campaign,
-        "letter": letter,
-        "confirm_url": confirm_url(token),
-        "org_name": relay.org_name,
-        "language": appeal.language,
-    }
+    context.update(
+        campaign=campaign,
+        addressee=campaign.to.title_in(appeal.language),
+        org_name=relay.org_name,
+        language=appeal.language,
+    )
 
     def render(part: str) -> str:
-        # The supporter's language if we have the wording, else English.
-        names = [f"email/confirmation/{appeal.language}/{part}", f"email/confirmation/en/{part}"]
+        names = [f"email/{kind}/{appeal.language}/{part}", f"email/{kind}/en/{part}"]
         return env.select_template(names).render(context)
 
     message_id = mime.make_message_id(sender_domain(relay))
     data = mime.build(
         sender=(relay.org_name, relay.sender),
         reply_to=None,
-        to=[(appeal.name, appeal.email)],
+        to=[(to_name, appeal.email)],
         cc=[],
         subject=" ".join(render("subject.txt").split()),
         text=render("body.txt"),
@@ -130,3 +135,23 @@ def confirmation_message(appeal: Any, token: str, relay: RelaySettings) -> Outgo
         message_id=message_id,
     )
     return Outgoing(relay.sender, [appeal.email], data, message_id)
+
+
+def confirmation_message(appeal: Any, token: str, relay: RelaySettings) -> Outgoing:
+    """The link to read and send the appeal. It carries the submitted name (cut short)
+    and nothing else that was typed: not the letter, not the sentence."""
+    name = appeal.name[:NAME_IN_SUPPORTER_MAIL]
+    return _supporter_mail(
+        appeal,
+        "confirmation",
+        relay,
+        name,
+        name=name,
+        confirm_url=confirm_url(token),
+        days=int(float(current_app.config["CONFIRM_TOKEN_DAYS"])),
+    )
+
+
+def notice_message(appeal: Any, relay: RelaySettings) -> Outgoing:
+    """To an address submitted again after its appeal was confirmed: nothing typed at all."""
+    return _supporter_mail(appeal, "notice", relay, "", status=appeal.status)

@@ -17,6 +17,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .db import UTCDateTime, db, utcnow
@@ -69,6 +70,7 @@ def _one_of(column: str, values: tuple[str, ...]) -> str:
 DUE = _one_of("status", (Status.QUEUED, Status.RETRYING))
 IN_FLIGHT = "status = 'sending'"
 UNMAILED = "status = 'awaiting_confirmation' AND confirmation_sent_at IS NULL"
+NOTICE_DUE = "notice_requested_at IS NOT NULL"
 
 
 def _partial(name: str, column: str, where: str) -> Index:
@@ -95,14 +97,39 @@ class User(UserMixin, db.Model):
     role: Mapped[str] = mapped_column(String(16), default=Role.MANAGER)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Part of every session cookie; raising it ends every session of this user
+    # (logging out, a new password, being disabled).
+    session_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # A password someone else chose (the first admin's, printed once; an admin's reset)
+    # must be replaced at the next sign-in.
+    must_change_password: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=sa_false()
+    )
 
     @property
     def is_active(self) -> bool:  # type: ignore[override]
         return self.active
 
+    def get_id(self) -> str:
+        return f"{self.id}:{self.session_version}"
+
     @property
     def is_admin(self) -> bool:
         return self.role == Role.ADMIN
+
+
+class AuditEvent(db.Model):
+    """Who did what and when: sign-ins, settings, steering, exports, erasures."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # The staff member's address, the address a failed sign-in tried, or "cli".
+    actor: Mapped[str] = mapped_column(String(254))
+    action: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[str | None] = mapped_column(Text)
+    client: Mapped[str | None] = mapped_column(String(64))
 
 
 class Setting(db.Model):
@@ -152,6 +179,7 @@ class Appeal(db.Model):
         _partial("ix_appeals_due", "id", DUE),
         _partial("ix_appeals_sending", "updated_at", IN_FLIGHT),
         _partial("ix_appeals_unmailed", "id", UNMAILED),
+        _partial("ix_appeals_notice_due", "id", NOTICE_DUE),
         _partial(
             "ix_appeals_attention",
             "updated_at",
@@ -181,6 +209,11 @@ class Appeal(db.Model):
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # When the supporter's personal data was removed (retention, or on request).
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Someone submitted this address again after the appeal was confirmed: its owner
+    # is told by e-mail (the only place that says whether an address has appealed).
+    notice_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     events: Mapped[list[AppealEvent]] = relationship(
         back_populates="appeal", order_by="AppealEvent.id", cascade="all, delete-orphan"

@@ -70,10 +70,25 @@ def stored() -> dict[str, Any]:
     return {s.key: s.value for s in db.session.scalars(db.select(Setting))}
 
 
+PASSWORD_FOR = "relay_password_for"  # noqa: S105 - a setting's name, not a password
+"""The (host, port, user) that a password saved on the admin screen belongs to."""
+
+
 def save(values: dict[str, Any], by: str) -> None:
-    """Store overrides; a value of None removes the override."""
+    """Store overrides; a value of None removes the override. A password is stored
+    with the relay it was given for; the caller commits nothing, this does."""
+    if values.get("relay_password"):
+        current = relay_settings()
+        target = {
+            "host": values.get("relay_host") or current.host,
+            "port": int(values.get("relay_port") or current.port),
+            "username": values.get("relay_username", current.username) or None,
+        }
+        values = {**values, PASSWORD_FOR: target}
+    elif "relay_password" in values:
+        values = {**values, PASSWORD_FOR: None}
     for key, value in values.items():
-        if key not in RELAY_KEYS and key not in PACING_KEYS:
+        if key not in RELAY_KEYS and key not in PACING_KEYS and key != PASSWORD_FOR:
             raise KeyError(key)
         row = db.session.get(Setting, key)
         if value is None:
@@ -122,9 +137,25 @@ def relay_settings() -> RelaySettings:
         for key in ("relay_host", "relay_port"):
             if key not in overrides:  # a port saved on the admin screen is still the admin's
                 sources[key] = "default (local mail capture)"
-    password = values["relay_password"]
-    if "relay_password" in overrides and password is not None:
-        password = decrypt_secret(password)
+    # A password goes only to the relay it was given for: a new host, port or user on
+    # the admin screen never receives the old one (nor the environment's).
+    relay = {
+        "host": values["relay_host"],
+        "port": int(values["relay_port"]),
+        "username": values["relay_username"] or None,
+    }
+    password = None
+    if "relay_password" in overrides:
+        if overrides.get(PASSWORD_FOR) == relay:
+            password = decrypt_secret(overrides["relay_password"])
+    elif config.get("MAIL_PASSWORD") and relay == {
+        "host": config.get("MAIL_SERVER"),
+        "port": int(config.get("MAIL_PORT") or 0),
+        "username": config.get("MAIL_USERNAME") or None,
+    }:
+        password = config["MAIL_PASSWORD"]
+    if values["relay_password"] and not password:
+        sources["relay_password"] = "not used: given for another host, port or user"  # noqa: S105
     return RelaySettings(
         host=values["relay_host"],
         port=int(values["relay_port"]),

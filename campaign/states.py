@@ -89,16 +89,18 @@ def move(
     reason: str | None = None,
     values: Mapping[str, Any] | None = None,
     match: Mapping[str, Any] | None = None,
-    stale_before: datetime | None = None,
+    older: Mapping[str, datetime] | None = None,
+    newer: Mapping[str, datetime] | None = None,
     returning: Sequence[str] = (),
     at: datetime | None = None,
 ) -> list[Row[Any]]:
     """Move the appeals ``ids`` (every appeal, if None) that are in ``source`` to ``target``.
 
     ``values`` are written with the move (``status_reason`` defaults to ``reason``; a
-    :class:`Plus` adds to the column). Only rows that also ``match`` (column → value)
-    and, if given, were last written before ``stale_before`` move: the job that must
-    hold the row, the heartbeat that must have stopped. Returns a row
+    :class:`Plus` adds to the column). Only rows that also ``match`` (column → value),
+    whose times are ``older`` (column < time) and ``newer`` (column >= time) than given
+    move: the job that must hold the row, the heartbeat that must have stopped, the
+    link that must not have expired. Returns a row
     ``(id, *returning)`` for each appeal moved, and records an event for each of
     them and for no other. The caller commits.
     """
@@ -108,17 +110,18 @@ def move(
             raise IllegalMove(f"{s} → {target}")
     at = at or utcnow()
     assignments = {"status_reason": reason, **(values or {})}
-    match = match or {}
+    match, older, newer = match or {}, older or {}, newer or {}
     statement = _update(
         tuple((k, v if isinstance(v, Plus) else None) for k, v in assignments.items()),
         tuple(match),
         ids is not None,
-        stale_before is not None,
+        tuple(older),
+        tuple(newer),
         tuple(returning),
     )
     params: dict[str, Any] = {"_to": target, "_at": at}
-    if stale_before is not None:
-        params["_stale"] = stale_before
+    params.update({f"_lt_{k}": v for k, v in older.items()})
+    params.update({f"_ge_{k}": v for k, v in newer.items()})
     params.update({f"_v_{k}": v for k, v in assignments.items() if not isinstance(v, Plus)})
     params.update({f"_m_{k}": v for k, v in match.items()})
     id_chunks = (
@@ -140,7 +143,8 @@ def _update(
     assignments: tuple[tuple[str, Plus | None], ...],
     match: tuple[str, ...],
     by_id: bool,
-    stale: bool,
+    older: tuple[str, ...],
+    newer: tuple[str, ...],
     returning: tuple[str, ...],
 ) -> Any:
     """The UPDATE for one shape of move, built once: building and hashing a statement
@@ -150,8 +154,8 @@ def _update(
     if by_id:
         conditions.append(c.id.in_(bindparam("_ids", expanding=True)))
     conditions += [c[k] == bindparam(f"_m_{k}", type_=c[k].type) for k in match]
-    if stale:
-        conditions.append(c.updated_at < bindparam("_stale", type_=UTCDateTime))
+    conditions += [c[k] < bindparam(f"_lt_{k}", type_=UTCDateTime) for k in older]
+    conditions += [c[k] >= bindparam(f"_ge_{k}", type_=UTCDateTime) for k in newer]
     values: dict[str, Any] = {
         k: c[k] + plus.n if plus else bindparam(f"_v_{k}", type_=c[k].type)
         for k, plus in assignments

@@ -14,7 +14,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from campaign.db import db
-from campaign.models import CampaignOption, Diplomat, Role, Setting, Status, User
+from campaign.models import Appeal, CampaignOption, Diplomat, Role, Setting, Status, User
 from campaign.settings import decrypt_secret
 from campaign.users import create_user
 from conftest import SinkHandler, free_port
@@ -263,12 +263,23 @@ FOREIGN_NEXT = [
     "http:evil.example",
     "/\\evil.example",
     "\\\\evil.example",
-    "/%09/evil.example",
-    "/%0d%0a/evil.example",
     "https%3A%2F%2Fevil.example",
     "%2F%2Fevil.example",
     "javascript:alert(1)",
 ]
+
+
+@pytest.mark.parametrize("next_url", ["/%09/evil.example", "/%0d%0a/evil.example", "/%00", "%7f"])
+def test_control_characters_in_next_are_a_400(app, next_url):
+    add_user(app, ADMIN, Role.ADMIN)
+    client = app.test_client()
+    assert client.get(f"/login?next={next_url}").status_code == 400
+    token = csrf_token(client.get("/login").get_data(as_text=True))
+    reply = client.post(
+        f"/login?next={next_url}",
+        data={"csrf_token": token, "email": ADMIN, "password": PASSWORD},
+    )
+    assert reply.status_code == 400
 
 
 def test_login_ignores_a_next_page_on_another_site(app):
@@ -333,7 +344,13 @@ def test_saving_host_port_password(app, admin, smtp):
 
     # Only what changed is stored; the password only encrypted.
     stored = overrides(app)
-    assert set(stored) == {"relay_host", "relay_port", "relay_password"}
+    # The password is stored with the relay it was given for.
+    assert set(stored) == {"relay_host", "relay_port", "relay_password", "relay_password_for"}
+    assert stored["relay_password_for"] == {
+        "host": "relay.example.net",
+        "port": 2525,
+        "username": None,
+    }
     assert stored["relay_host"] == "relay.example.net"
     assert stored["relay_port"] == 2525
     assert stored["relay_password"] != secret
@@ -345,7 +362,7 @@ def test_saving_host_port_password(app, admin, smtp):
     # Saving again without typing the password keeps it, and stores one more change only.
     assert relay_submit(admin, org_name="Amnesty Renamed").status_code == 302
     stored_again = overrides(app)
-    assert set(stored_again) == {"relay_host", "relay_port", "relay_password", "org_name"}
+    assert set(stored_again) == set(stored) | {"org_name"}
     assert stored_again["relay_password"] == stored["relay_password"]
     html = admin.get("/admin").get_data(as_text=True)
     assert source_of(html, "Organisation") == ("Amnesty Renamed", "admin screen")
@@ -361,7 +378,7 @@ def test_saving_unchanged_values_stores_nothing(app, admin):
 
 def test_revert_removes_every_override(app, admin, smtp):
     relay_submit(admin, relay_port=2525, relay_password="something-secret", org_name="Other")
-    assert set(overrides(app)) == {"relay_port", "relay_password", "org_name"}
+    assert set(overrides(app)) == {"relay_port", "relay_password", "relay_password_for", "org_name"}
     reply = relay_submit(admin, button="revert")
     assert reply.status_code == 302
     assert overrides(app) == {}
@@ -395,6 +412,7 @@ def test_bad_relay_values_are_refused_with_422(app, admin):
 
 
 def test_test_message_goes_to_the_admin_only(app, admin, smtp):
+    app.config["RELAY_CHECK_PORTS"] = (25, 465, 587, smtp.port)
     no_confirmation(app)
     with app.app_context():
         db.session.add(
@@ -413,15 +431,17 @@ def test_test_message_goes_to_the_admin_only(app, admin, smtp):
     assert msg["Subject"] == "Appeal sender: relay test message"
     assert f"127.0.0.1:{smtp.port}" in msg.get_content()
     html = admin.get("/admin").get_data(as_text=True)
-    assert f"Test message accepted by 127.0.0.1:{smtp.port} for {ADMIN}" in html
+    assert f"The relay 127.0.0.1:{smtp.port} accepted a test message for {ADMIN}" in html
 
 
 def test_test_message_reports_a_relay_that_refuses(app, admin, smtp):
-    relay_submit(admin, relay_port=free_port())  # nothing listens there
+    dead = free_port()  # nothing listens there
+    app.config["RELAY_CHECK_PORTS"] = (25, 465, 587, dead)
+    relay_submit(admin, relay_port=dead)
     reply = submit(admin, "/admin", "/admin/test-message", "send")
     assert reply.status_code == 302
     html = admin.get("/admin").get_data(as_text=True)
-    assert "The relay did not accept the test message" in html
+    assert "The relay could not be reached, or refused the connection" in html
     assert smtp.received == []
 
 
@@ -449,7 +469,9 @@ def test_workers_use_new_relay_settings_without_restart(
     [mail] = handler.received
     assert mail.rcpt_tos == ["ministro@mju.es"]
     assert "Amnistía Nueva" in str(mail.message["From"])
-    assert client.get(reply.json["status_url"]).json["status"] == Status.SENT
+    with app.app_context():
+        status = db.session.scalar(db.select(Appeal.status).filter_by(email="two@example.org"))
+    assert status == Status.SENT
 
     # And back again after a revert.
     relay_submit(admin, button="revert")
@@ -592,7 +614,12 @@ def test_unknown_campaign_page_goes_back_to_the_relay_screen(admin):
 
 def test_admin_adds_a_manager_who_can_log_in(app, admin):
     reply = submit(
-        admin, "/admin/users", "", "add", email="New.Manager@Example.ORG", role="manager"
+        admin,
+        "/admin/users",
+        "/admin/users",
+        "add",
+        email="New.Manager@Example.ORG",
+        role="manager",
     )
     assert reply.status_code == 200
     html = reply.get_data(as_text=True)
@@ -610,9 +637,21 @@ def test_admin_adds_a_manager_who_can_log_in(app, admin):
         user = db.session.scalar(db.select(User).filter(User.role == Role.MANAGER))
         assert user.password_hash != password and password not in user.password_hash
 
-    # The new manager logs in (typing the address as it was given) and is a manager.
+    # The new manager logs in (typing the address as it was given), must first choose a
+    # password of their own (an admin saw this one), and then is a manager.
     other = app.test_client()
     reply = login(other, "New.Manager@Example.ORG", password)
+    assert reply.status_code == 302
+    assert other.get("/manage").headers["Location"] == "/account/password"
+    reply = submit(
+        other,
+        "/account/password",
+        "",
+        "save",
+        current=password,
+        new="a password of my own",
+        repeat="a password of my own",
+    )
     assert reply.status_code == 302
     assert other.get("/manage").status_code == 200
     assert other.get("/admin/users").status_code == 403
@@ -628,7 +667,7 @@ def test_admin_adds_a_manager_who_can_log_in(app, admin):
     ],
 )
 def test_bad_new_users_are_refused(app, admin, email, role):
-    reply = submit(admin, "/admin/users", "", "add", email=email, role=role)
+    reply = submit(admin, "/admin/users", "/admin/users", "add", email=email, role=role)
     assert reply.status_code == 422
     assert 'id="created"' not in reply.get_data(as_text=True)
     with app.app_context():

@@ -79,15 +79,15 @@ def test_post_without_a_valid_csrf_token_is_400_and_stores_nothing(app, client, 
 
 
 def test_preview_renders_the_personal_letter_escaped_and_stores_nothing(app, client, smtp, work):
-    name = "<script>alert(1)</script>"
-    message = 'Free him & "now" <b>today</b>.'
+    name = 'O\'Brien & "Sons"'
+    message = 'Free him & "now" <b>today</b> <script>alert(1)</script>.'
     data = form(name=name, message=message, consent=..., send=..., preview="Preview my appeal")
     data["csrf_token"] = csrf_token(client, PAGE)
     reply = client.post(PAGE, data=data)
     assert reply.status_code == 200
     body = reply.get_data(as_text=True)
 
-    assert name not in body and "<b>today</b>" not in body  # never raw
+    assert "<b>today</b>" not in body and "<script>alert(1)" not in body  # never raw
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
     letter = preview_text(body)
     assert letter.startswith("Dear Minister,")
@@ -152,7 +152,9 @@ def test_send_confirm_by_button_and_deliver(app, client, smtp, work):
     page = client.get(f"/confirm/{token}")
     assert page.status_code == 200
     assert "Send my appeal" in page.get_data(as_text=True)
-    assert '<form method="post">' in page.get_data(as_text=True)
+    assert '<form method="post" novalidate>' in page.get_data(as_text=True)
+    # The owner reads the letter that will go in their name before sending it.
+    assert "Please act now." in page.get_data(as_text=True)
     assert appeals(app)[0][2] == Status.AWAITING_CONFIRMATION
     work()
     assert len(smtp.received) == 1
@@ -190,17 +192,30 @@ def test_confirm_with_an_unknown_token_is_404(app, client):
     assert "This link does not work any more" in reply.get_data(as_text=True)
 
 
-def test_sending_again_after_confirmation_is_409(app, client, smtp, work):
+def test_sending_again_after_confirmation_answers_the_same_and_tells_the_owner(
+    app, client, smtp, work
+):
+    app.config["CONFIRMATION_MAILS_PER_DAY"] = 2  # room for the notice today
     data = form()
     data["csrf_token"] = csrf_token(client, PAGE)
-    assert client.post(PAGE, data=data).status_code == 200
+    first = client.post(PAGE, data=data)
+    assert first.status_code == 200
     work()
     token = confirmation_token(smtp.received[0].message.get_body(("plain",)).get_content())
     assert (
         client.post(f"/confirm/{token}", data={"csrf_token": data["csrf_token"]}).status_code == 200
     )
+    work()  # the appeal goes
 
-    reply = client.post(PAGE, data=form(name="Ana Again", csrf_token=data["csrf_token"]))
-    assert reply.status_code == 409
-    assert "already been sent" in reply.get_data(as_text=True)
-    assert appeals(app) == [("Ana García", "ana@example.org", Status.QUEUED)]
+    # Whoever submits the address again learns nothing from the page...
+    again = client.post(PAGE, data=form(name="Ana Again", csrf_token=data["csrf_token"]))
+    assert again.status_code == 200
+    assert again.get_data(as_text=True) == first.get_data(as_text=True)
+    assert appeals(app) == [("Ana García", "ana@example.org", Status.SENT)]
+    # ...and the owner of the address is told by e-mail, in words no one typed.
+    work()
+    notice = smtp.received[-1]
+    assert notice.rcpt_tos == ["ana@example.org"]
+    text = notice.message.get_body(("plain",)).get_content()
+    assert "An appeal from this address was already sent" in text
+    assert "Ana Again" not in text and "Ana García" not in text

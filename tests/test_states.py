@@ -100,7 +100,9 @@ def test_a_guard_keeps_a_row_that_someone_else_holds(app):
     _set(app, ids[1:], status=S.SENDING, job_id="job-b")
     with app.app_context():
         moved = states.move(ids, S.SENDING, S.SENT, match={"job_id": "job-a"})
-        fresh = states.move(ids, S.SENDING, S.QUEUED, stale_before=utcnow() - timedelta(hours=1))
+        fresh = states.move(
+            ids, S.SENDING, S.QUEUED, older={"updated_at": utcnow() - timedelta(hours=1)}
+        )
         db.session.commit()
         assert [r[0] for r in moved] == ids[:1]
         assert fresh == []  # both wrote a moment ago: neither heartbeat has stopped

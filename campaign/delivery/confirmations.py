@@ -1,22 +1,34 @@
-"""Confirmation mail to supporters, in batches over one relay session. Never paced.
+"""Mail to supporters, in batches over one relay session. Never paced, always limited.
 
-The link's token is derived from the appeal (see :func:`~campaign.appeals.confirmation_token`),
-so a confirmation sent twice carries the same link and the first one still works.
-A batch claims its appeals by stamping ``confirmation_sent_at``; a transient
-failure takes the stamp back and sets the time of the next try.
+Two kinds: the confirmation link of an appeal awaiting confirmation, and a notice to
+an address that was submitted again after its appeal was confirmed. An address gets
+at most ``CONFIRMATION_MAILS_PER_DAY`` (1) of them a day, however many times it is
+submitted, through the form or the API: the form can't be used to flood someone.
+A confirmation over the limit waits for the next day; a notice is dropped (the
+address had its mail today).
+
+The link's token is derived from the appeal (see
+:func:`~campaign.appeals.confirmation_token`), so a confirmation sent twice carries
+the same link and the first one still works. A batch claims its appeals by stamping
+``confirmation_sent_at`` (or clearing ``notice_requested_at``); a transient failure
+takes the stamp back and sets the time of the next try.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
+from datetime import timedelta
 from typing import Any
 
+from flask import current_app
+from redis import Redis
 from sqlalchemy import update
 
 from .. import states
 from ..appeals import confirmation_token, token_hash
 from ..db import db, utcnow
-from ..mail import Outgoing, confirmation_message
+from ..mail import Outgoing, confirmation_message, notice_message
 from ..models import Appeal, Status
 from ..settings import RelaySettings
 from .policy import MAX_ATTEMPTS, Verdict, backoff, verdicts
@@ -24,13 +36,40 @@ from .runner import transmit
 from .transport import RelayConnection, SessionLost
 
 _appeals = Appeal.__table__
+DAY = 24 * 3600
 
 
-def send(
-    appeal_ids: list[int], *, job_id: str, relay: RelaySettings, transport: RelayConnection
-) -> dict[str, int]:
+class DailyLimit:
+    """Mails per address and day, counted in Redis (shared by every worker)."""
+
+    def __init__(self, redis: Redis, per_day: int) -> None:
+        self.redis = redis
+        self.per_day = per_day
+
+    @staticmethod
+    def _key(address: str) -> str:
+        return "supporter-mail:" + hashlib.sha256(address.lower().encode()).hexdigest()
+
+    def take(self, address: str) -> bool:
+        key = self._key(address)
+        with self.redis.pipeline() as pipe:
+            _, count = pipe.set(key, 0, ex=DAY, nx=True).incr(key).execute()
+        if count > self.per_day:
+            self.redis.decr(key)
+            return False
+        return True
+
+    def give_back(self, address: str) -> None:
+        self.redis.decr(self._key(address))
+
+    def free_in(self, address: str) -> float:
+        ttl = self.redis.ttl(self._key(address))
+        return float(ttl) if ttl and ttl > 0 else float(DAY)
+
+
+def _claim(appeal_ids: list[int], job_id: str) -> tuple[list[Any], list[Any]]:
     now = utcnow()
-    rows = db.session.execute(
+    confirmations = db.session.execute(
         update(_appeals)
         .where(
             _appeals.c.id.in_(appeal_ids),
@@ -40,28 +79,61 @@ def send(
         .values(confirmation_sent_at=now, job_id=job_id)
         .returning(*_appeals.c)
     ).all()
+    notices = db.session.execute(
+        update(_appeals)
+        .where(_appeals.c.id.in_(appeal_ids), _appeals.c.notice_requested_at.is_not(None))
+        .values(notice_requested_at=None)
+        .returning(*_appeals.c)
+    ).all()
     db.session.commit()
-    counts = {"claimed": len(rows), "sent": 0, "retrying": 0, "failed": 0}
+    return confirmations, notices
+
+
+def send(
+    appeal_ids: list[int],
+    *,
+    job_id: str,
+    relay: RelaySettings,
+    transport: RelayConnection,
+    limit: DailyLimit,
+) -> dict[str, int]:
+    confirmations, notices = _claim(appeal_ids, job_id)
+    counts = {"claimed": len(confirmations) + len(notices), "sent": 0, "limited": 0}
+    counts.update(retrying=0, failed=0)
     ready: deque[tuple[Any, Outgoing]] = deque()
-    for appeal in rows:
-        token = confirmation_token(appeal)
-        if appeal.confirm_token_hash != token_hash(token):
-            # An appeal from before tokens were derived: its link becomes this one.
-            db.session.execute(
-                update(_appeals)
-                .where(_appeals.c.id == appeal.id)
-                .values(confirm_token_hash=token_hash(token))
-            )
-        ready.append((appeal, confirmation_message(appeal, token, relay)))
+    for appeal in [*confirmations, *notices]:
+        confirming = appeal.status == Status.AWAITING_CONFIRMATION
+        if not limit.take(appeal.email):
+            counts["limited"] += 1
+            if confirming:  # tomorrow, then
+                _later(appeal, "confirmation e-mail: one a day", wait=limit.free_in(appeal.email))
+            continue
+        if confirming:
+            token = confirmation_token(appeal)
+            if appeal.confirm_token_hash != token_hash(token):
+                # An appeal from before tokens were derived: its link becomes this one.
+                db.session.execute(
+                    update(_appeals)
+                    .where(_appeals.c.id == appeal.id)
+                    .values(confirm_token_hash=token_hash(token))
+                )
+            ready.append((appeal, confirmation_message(appeal, token, relay)))
+        else:
+            ready.append((appeal, notice_message(appeal, relay)))
     try:
         for appeal, result in transmit(transport, ready):
+            confirming = appeal.status == Status.AWAITING_CONFIRMATION
             if isinstance(result, SessionLost):
-                _later(appeal, f"relay unavailable: {result.reason}", counted=False)
+                limit.give_back(appeal.email)
+                if confirming:
+                    _later(appeal, f"relay unavailable: {result.reason}", counted=False)
                 counts["retrying"] += 1
                 continue
             [(verdict, reply)] = verdicts(result).values()
             if verdict is Verdict.ACCEPTED:
                 counts["sent"] += 1
+            elif not confirming:
+                counts["failed"] += 1  # a notice is not worth a second try
             elif verdict is Verdict.PERMANENT or appeal.attempts + 1 >= MAX_ATTEMPTS:
                 states.move(
                     [appeal.id],
@@ -71,6 +143,7 @@ def send(
                 )
                 counts["failed"] += 1
             else:
+                limit.give_back(appeal.email)
                 _later(appeal, f"confirmation e-mail: {reply}", counted=True)
                 counts["retrying"] += 1
     finally:
@@ -79,16 +152,21 @@ def send(
     return counts
 
 
-def _later(appeal: Any, reason: str, *, counted: bool) -> None:
+def _later(appeal: Any, reason: str, *, counted: bool = False, wait: float | None = None) -> None:
     """Give the claim back; the dispatcher sends it again when its time comes."""
     attempts = appeal.attempts + (1 if counted else 0)
+    delay = timedelta(seconds=wait) if wait is not None else backoff(max(attempts, 1))
     db.session.execute(
         update(_appeals)
         .where(_appeals.c.id == appeal.id, _appeals.c.status == Status.AWAITING_CONFIRMATION)
         .values(
             confirmation_sent_at=None,
             attempts=attempts,
-            next_attempt_at=utcnow() + backoff(max(attempts, 1)),
+            next_attempt_at=utcnow() + delay,
             status_reason=reason,
         )
     )
+
+
+def daily_limit(redis: Redis) -> DailyLimit:
+    return DailyLimit(redis, int(current_app.config["CONFIRMATION_MAILS_PER_DAY"]))

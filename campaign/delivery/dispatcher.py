@@ -18,7 +18,8 @@ every ``SWEEP_INTERVAL``:
   are recorded as such, the others go out again;
 * due appeals whose job is gone are handed to a new one, like new ones.
 
-Run it with ``flask --app app appeals dispatch`` (``make run`` starts it).
+Every hour it also applies retention (:mod:`campaign.retention`). Run it with
+``flask --app app appeals dispatch`` (``make run`` starts it).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from flask import current_app
 from sqlalchemy import or_, text
 
 from ..db import db, utcnow
-from ..models import DUE, IN_FLIGHT, UNMAILED, Appeal, Status
+from ..models import DUE, IN_FLIGHT, NOTICE_DUE, UNMAILED, Appeal, Status
+from ..retention import apply_retention
 from . import journal, recipients
 from .policy import MAX_ATTEMPTS
 from .queue import (
@@ -49,6 +51,9 @@ from .recipients import Outcome, Result
 
 DISPATCH_LIMIT = 50_000
 """Appeals considered per pass; the next pass takes the rest."""
+
+RETENTION_INTERVAL = 3600.0
+"""Seconds between two passes of :func:`campaign.retention.apply_retention`."""
 
 
 @dataclass
@@ -90,7 +95,7 @@ def recover_abandoned(report: Report) -> None:
             reason = "its worker stopped before sending; queued again"
             results.append(Result(appeal_id, Outcome(Status.QUEUED, reason)))
     # Guarded by the lease: a batch that beat its heart meanwhile keeps its appeals.
-    moved = set(recipients.record(results, stale_before=cutoff))
+    moved = set(recipients.record(results, older={"updated_at": cutoff}))
     db.session.commit()
     journal.clear(redis, [i for i in notes if i in moved])
     report.recovered_sent += sum(1 for i in notes if i in moved)
@@ -152,16 +157,11 @@ class Dispatcher:
         report.jobs += jobs
 
     def dispatch_confirmations(self, report: Report) -> None:
-        """Hand every supporter still owed a confirmation mail to a job."""
-        rows = db.session.execute(
-            db.select(Appeal.id, Appeal.campaign)
-            .where(
-                text(UNMAILED),
-                or_(Appeal.next_attempt_at.is_(None), Appeal.next_attempt_at <= utcnow()),
-            )
-            .order_by(Appeal.id)
-            .limit(DISPATCH_LIMIT)
-        ).all()
+        """Hand every supporter still owed a mail (a link, or a notice) to a job."""
+        due = or_(Appeal.next_attempt_at.is_(None), Appeal.next_attempt_at <= utcnow())
+        links = db.select(Appeal.id, Appeal.campaign).where(text(UNMAILED), due)
+        notices = db.select(Appeal.id, Appeal.campaign).where(text(NOTICE_DUE))
+        rows = db.session.execute(links.union(notices).order_by("id").limit(DISPATCH_LIMIT)).all()
         report.confirmations += self.hand_out(CONFIRM, [tuple(r) for r in rows])[0]
 
     def sweep(self) -> Report:
@@ -185,7 +185,7 @@ def run_forever(interval: float, window: float) -> None:
     log = current_app.logger
     alarm = Alarm(rq.connection())
     dispatcher = Dispatcher()
-    last_recovery = 0.0
+    last_recovery = last_retention = 0.0
     while True:
         started = time.monotonic()
         report = Report()
@@ -193,6 +193,9 @@ def run_forever(interval: float, window: float) -> None:
             if started - last_recovery >= interval:
                 recover_abandoned(report)
                 last_recovery = started
+            if started - last_retention >= RETENTION_INTERVAL:
+                last_retention = started
+                log.info("retention: %s", apply_retention())
             dispatcher.dispatch_due(report)
             dispatcher.dispatch_confirmations(report)
         except Exception:  # noqa: BLE001 - a dispatcher that dies dispatches nothing

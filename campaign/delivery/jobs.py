@@ -51,8 +51,12 @@ def deliver_appeals(appeal_ids: list[int]) -> dict[str, int]:
 
 
 def send_confirmations(appeal_ids: list[int]) -> dict[str, int]:
-    """Send supporters their confirmation links. Never paced."""
+    """Send supporters their confirmation links (or a notice). Never paced."""
     relay = relay_settings()
     return confirmations.send(
-        [int(i) for i in appeal_ids], job_id=_job_id(), relay=relay, transport=connection(relay)
+        [int(i) for i in appeal_ids],
+        job_id=_job_id(),
+        relay=relay,
+        transport=connection(relay),
+        limit=confirmations.daily_limit(rq.connection()),
     )

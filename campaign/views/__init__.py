@@ -73,13 +73,23 @@ def register_views(app: Flask) -> None:
             "error.html", code=500, message="Something went wrong on our side."
         ), 500
 
+    https = app.config["PUBLIC_URL"].startswith("https://")
+    hsts = f"max-age={int(app.config['HSTS_MAX_AGE'])}"
+
     @app.after_request
     def security_headers(response: Response) -> Response:
-        response.headers.setdefault(
+        headers = response.headers
+        headers.setdefault(
             "Content-Security-Policy",
             "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
             "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
         )
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        # Same-origin requests carry the Referer, which Flask-WTF's CSRF check requires
+        # on HTTPS; no other site ever gets one (a confirm page's URL holds its token).
+        headers.setdefault("Referrer-Policy", "same-origin")
+        # Pages name supporters and staff: no browser or proxy keeps a copy.
+        headers.setdefault("Cache-Control", "no-store")
+        if https:
+            headers.setdefault("Strict-Transport-Security", hsts)
         return response

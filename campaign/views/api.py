@@ -16,13 +16,13 @@ from ..campaigns import all_campaigns, get_campaign
 from ..db import db
 from ..exceptions import (
     CampaignClosed,
-    DuplicateAppeal,
     InvalidInput,
+    TokenExpired,
     TokenInvalid,
     UnknownCampaign,
 )
 from ..intake import parse_supporter
-from ..models import Appeal
+from ..models import Appeal, Status
 from . import limiter
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -67,13 +67,18 @@ def _status(appeal: Any) -> dict[str, Any]:
 @bp.post("/campaigns/<slug>/appeals")
 @limiter.limit(_appeal_limit)
 def submit(slug: str) -> Reply:
+    """The same answer for every valid submission, whether or not the address appealed
+    before: the owner of the address learns the rest by e-mail."""
     try:
         campaign = get_campaign(slug)
     except UnknownCampaign:
         return _error(404, "unknown_campaign", "There is no such campaign.")
     if not request.is_json:
         return _error(400, "not_json", "Send a JSON object with Content-Type: application/json.")
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the parser goes
+        data = None
     if not isinstance(data, dict):
         return _error(400, "bad_json", "The body must be a JSON object.")
     try:
@@ -83,17 +88,15 @@ def submit(slug: str) -> Reply:
     except InvalidInput as e:
         return _error(422, "invalid_input", "Some fields need attention.", e.fields)
     try:
-        appeal = appeals.submit(campaign, supporter)
-    except DuplicateAppeal:
-        return _error(
-            409,
-            "duplicate",
-            "An appeal from this address was already sent in this campaign.",
-            {"email": "Already used in this campaign."},
-        )
+        status = appeals.submit(campaign, supporter)
     except CampaignClosed:
         return _error(409, "campaign_paused", "This campaign is not taking appeals right now.")
-    return jsonify(_status(appeal)), 202
+    message = (
+        "Thank you. We have sent an e-mail to this address; its link sends the appeal."
+        if status == Status.AWAITING_CONFIRMATION
+        else "Thank you. The appeal goes out from this address unless it went already."
+    )
+    return jsonify(status=status, message=message), 202
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -125,8 +128,11 @@ def appeal_status(public_id: str) -> Reply:
 
 @bp.post("/confirm/<token>")
 def confirm(token: str) -> Reply:
+    """Only the owner of the address has the token: the answer carries the status URL."""
     try:
         appeal = appeals.confirm(token)
+    except TokenExpired:
+        return _error(410, "expired_token", "This link has expired; please write again.")
     except TokenInvalid:
         return _error(404, "invalid_token", "This link is not valid, or was used already.")
     return jsonify(_status(appeal)), 200

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+
 from flask import (
     Blueprint,
     Response,
@@ -16,11 +19,12 @@ from flask import (
 from flask_login import current_user
 from sqlalchemy.orm import selectinload
 
-from .. import appeals, capture
+from .. import appeals, audit, capture
 from ..appeals import counts_by_status
 from ..db import db
-from ..forms import SteerForm
+from ..forms import EraseForm, SteerForm
 from ..models import Appeal, Role, Status
+from ..retention import erase_supporter
 from ..users import role_required
 
 bp = Blueprint("manage", __name__, url_prefix="/manage")
@@ -78,6 +82,8 @@ def steer() -> Response:
     raw = request.form.get("appeal_id", "")
     ids = None if raw == "all" else [int(raw)] if raw.isdigit() else []
     moved = appeals.steer(action, by=current_user.email, appeal_ids=ids)
+    audit.record(action, f"{'all' if ids is None else raw}: {moved} moved")
+    db.session.commit()
     noun = "appeal" if moved == 1 else "appeals"
     flash(
         f"{action.capitalize()}: {moved} {noun}."
@@ -86,6 +92,58 @@ def steer() -> Response:
         "ok" if moved else "error",
     )
     return redirect(url_for("manage.dashboard"))
+
+
+@bp.get("/export.csv")
+@role_required(Role.MANAGER)
+def export() -> Response:
+    """Every appeal, one line each, for the campaign office's own records: this carries
+    supporters' names and addresses, so every export is in the audit log."""
+    columns = ("id", "campaign", "status", "name", "email", "language", "country")
+    times = ("created_at", "confirmed_at", "sent_at", "erased_at")
+    rows = db.session.execute(
+        db.select(*(getattr(Appeal, c) for c in columns + times)).order_by(Appeal.id)
+    ).all()
+    audit.record("export", f"{len(rows)} appeals")
+    db.session.commit()
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(columns + times)
+    for row in rows:
+        writer.writerow(
+            [_cell(v) for v in row[: len(columns)]]
+            + [v.isoformat() if v else "" for v in row[len(columns) :]]
+        )
+    return Response(
+        out.getvalue(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="appeals.csv"'},
+    )
+
+
+def _cell(value: object) -> object:
+    """A cell that a spreadsheet reads as text, never as a formula (CSV injection)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+@bp.route("/erase", methods=["GET", "POST"])
+@role_required(Role.MANAGER)
+def erase() -> str | Response | tuple[str, int]:
+    """Remove one supporter's personal data, on their request."""
+    form = EraseForm()
+    if form.validate_on_submit():
+        count = erase_supporter(form.email.data or "", by=current_user.email)
+        flash(
+            f"Erased the personal data of {count} appeal(s) from that address."
+            if count
+            else "No appeal with personal data has that address (or it is being sent "
+            "right now: try again in a minute).",
+            "ok" if count else "error",
+        )
+        return redirect(url_for("manage.erase"))
+    return render_template("manage/erase.html", form=form), 422 if form.is_submitted() else 200
 
 
 @bp.get("/mail")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
+from email_validator import EmailNotValidError
 from flask import Blueprint, abort, current_app, redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
@@ -11,13 +13,13 @@ from .. import appeals
 from ..campaigns import Campaign, all_campaigns, get_campaign
 from ..exceptions import (
     CampaignClosed,
-    DuplicateAppeal,
     InvalidInput,
+    TokenExpired,
     TokenInvalid,
     UnknownCampaign,
 )
-from ..forms import AppealForm, ConfirmForm
-from ..intake import countries, language_name, parse_supporter
+from ..forms import AppealForm, ConfirmForm, ResendForm
+from ..intake import countries, language_name, normalise_email, parse_supporter
 from ..letters import letter_for
 from ..settings import relay_settings
 from . import limiter
@@ -86,28 +88,86 @@ def campaign(slug: str) -> str | tuple[str, int]:
         context["letter"] = letter_for(campaign, supporter, relay_settings().org_name)
         return render_template("public/campaign.html", **context)
     try:
-        appeal = appeals.submit(campaign, supporter)
-    except DuplicateAppeal:
-        context["errors"] = {
-            "email": "An appeal from this address has already been sent "
-            "in this campaign. Thank you!"
-        }
-        return render_template("public/campaign.html", **context), 409
+        status = appeals.submit(campaign, supporter)
     except CampaignClosed:
         abort(409, "This campaign is paused and is not taking appeals right now.")
-    return render_template("public/submitted.html", campaign=campaign, appeal=appeal)
+    # The same page for every valid submission: whether this address appealed before
+    # is for its owner to learn, by e-mail.
+    return render_template(
+        "public/submitted.html", campaign=campaign, email=supporter.email, status=status
+    )
+
+
+@bp.route("/c/<slug>/link", methods=["GET", "POST"])
+@limiter.limit(_appeal_limit, methods=["POST"])
+def resend(slug: str) -> str | tuple[str, int]:
+    """"Send me the link again": the same answer whatever the address."""
+    campaign = _campaign_or_404(slug)
+    form = ResendForm()
+    if form.validate_on_submit():
+        try:
+            email = normalise_email(
+                (form.email.data or "").strip(), current_app.config["EMAIL_CHECK_DELIVERABILITY"]
+            )
+        except EmailNotValidError as e:
+            form.email.errors = [str(e)]
+        else:
+            appeals.resend(campaign, email)
+            return render_template("public/resent.html", campaign=campaign, email=email)
+        return render_template("public/resend.html", campaign=campaign, form=form), 422
+    return render_template("public/resend.html", campaign=campaign, form=form)
 
 
 @bp.route("/confirm/<token>", methods=["GET", "POST"])
 def confirm(token: str) -> str | tuple[str, int]:
-    # GET only shows a button: mail scanners prefetch links, and must not confirm.
-    form = ConfirmForm()
-    if not form.validate_on_submit():
-        return render_template("public/confirm.html", form=form, token=token)
+    """The owner of the address reads the letter, may change it, and sends it. A GET only
+    shows it: mail scanners prefetch links, and must not confirm."""
     try:
-        appeal = appeals.confirm(token)
+        appeal = appeals.pending(token)
+    except TokenExpired:
+        return render_template("public/confirm_expired.html"), 410
     except TokenInvalid:
         return render_template("public/confirm_invalid.html"), 404
-    return render_template(
-        "public/confirmed.html", appeal=appeal, campaign=get_campaign(appeal.campaign)
+    campaign = get_campaign(appeal.campaign)
+    form = _confirm_form(campaign, appeal)
+    context = {"form": form, "campaign": campaign, "errors": {}}
+    writer: Any = appeal
+    edited = None
+    if form.validate_on_submit():
+        if form.name.raw_data:  # the page's own fields: the owner's last word
+            data = {f: getattr(form, f).data for f in ("name", "language", "country", "message")}
+            try:
+                edited = parse_supporter(
+                    {**data, "email": appeal.email, "consent": True}, campaign, False
+                )
+            except InvalidInput as e:
+                context["errors"] = e.fields
+            else:
+                writer = edited
+        if not context["errors"] and not form.preview.data:
+            try:
+                confirmed = appeals.confirm(token, edited)
+            except TokenExpired:
+                return render_template("public/confirm_expired.html"), 410
+            except TokenInvalid:
+                return render_template("public/confirm_invalid.html"), 404
+            return render_template("public/confirmed.html", appeal=confirmed, campaign=campaign)
+    elif form.is_submitted():
+        return render_template("public/confirm_invalid.html"), 400
+    context["letter"] = letter_for(campaign, writer, relay_settings().org_name)
+    code = 422 if context["errors"] else 200
+    return render_template("public/confirm.html", **context), code
+
+
+def _confirm_form(campaign: Campaign, appeal: Any) -> ConfirmForm:
+    form = ConfirmForm(
+        data={
+            "name": appeal.name,
+            "language": appeal.language,
+            "country": appeal.country,
+            "message": appeal.message or "",
+        }
     )
+    form.language.choices = {code: language_name(code) or code for code in campaign.languages}
+    form.country.choices = dict(countries())
+    return form
