@@ -101,7 +101,7 @@ def campaign(slug: str) -> str | tuple[str, int]:
 @bp.route("/c/<slug>/link", methods=["GET", "POST"])
 @limiter.limit(_appeal_limit, methods=["POST"])
 def resend(slug: str) -> str | tuple[str, int]:
-    """"Send me the link again": the same answer whatever the address."""
+    """ "Send me the link again": the same answer whatever the address."""
     campaign = _campaign_or_404(slug)
     form = ResendForm()
     if form.validate_on_submit():
