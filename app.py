@@ -20,12 +20,16 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from campaign.delivery.queue import rq
     from campaign.views import register_views
 
+    # Everything this process writes (the database, the mail capture, the secret key,
+    # logs of its own) is for its owner only: it names people who protest.
+    os.umask(0o077)
     app = Flask(
         __name__,
         instance_path=os.environ.get("INSTANCE_PATH") or None,
         instance_relative_config=True,
     )
-    os.makedirs(app.instance_path, exist_ok=True)
+    os.makedirs(app.instance_path, mode=0o700, exist_ok=True)
+    os.chmod(app.instance_path, 0o700)
     app.config.update(config.defaults(app.instance_path))
     sources: dict[str, str] = {}
     if test_config is None:
@@ -40,6 +44,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         sources.update(dict.fromkeys(test_config, "test config"))
     app.config["CONFIG_SOURCES"] = sources
     config.finish(app.config, app.instance_path)
+    config.private_files(app.config)
 
     if app.config["TRUSTED_PROXIES"]:
         # Behind N proxies, the client is the address the Nth proxy saw, and the scheme

@@ -26,7 +26,8 @@ class MaildirHandler:
         # mailbox.Maildir only makes tmp/new/cur when it creates the directory itself;
         # a directory that already exists (a mounted volume, made by hand) needs them too.
         for sub in ("tmp", "new", "cur"):
-            (Path(directory) / sub).mkdir(parents=True, exist_ok=True)
+            (Path(directory) / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        Path(directory).chmod(0o700)  # whole letters, with supporters' names
         self.maildir = mailbox.Maildir(str(directory), create=True)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
@@ -34,7 +35,7 @@ class MaildirHandler:
             f"{ENVELOPE_FROM}: {envelope.mail_from}\r\n"
             f"{ENVELOPE_TO}: {', '.join(envelope.rcpt_tos)}\r\n"
         ).encode()
-        self.maildir.add(head + envelope.original_content)
+        self.maildir.add(head + envelope.original_content)  # 0600 under the app's umask
         return "250 Message accepted for delivery"
 
 

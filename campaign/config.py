@@ -234,3 +234,17 @@ def instance_secret_key(instance_path: str) -> str:
         finally:
             tmp.unlink()
     return path.read_text().strip()
+
+
+def private_files(config: dict[str, Any]) -> None:
+    """The SQLite database and the mail capture, readable by their owner only, even if
+    they were made before (or by a process with a looser umask)."""
+    uri = str(config["SQLALCHEMY_DATABASE_URI"])
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:///:memory:"):
+        database = Path(uri.removeprefix("sqlite:///"))
+        for path in (database, *(database.with_name(database.name + s) for s in ("-wal", "-shm"))):
+            if path.exists():
+                path.chmod(0o600)
+    capture = Path(config["MAIL_CAPTURE_DIR"])
+    if capture.exists():
+        capture.chmod(0o700)

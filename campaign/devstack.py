@@ -47,6 +47,9 @@ def web_argv(bind: str, app: str = "app:create_app()") -> list[str]:
         bind,
         "--access-logfile",
         "-",
+        # Confirmation tokens never reach the access log (campaign/weblog.py).
+        "--logger-class",
+        "campaign.weblog.AccessLogger",
         app,
     ]
 
@@ -188,6 +191,7 @@ class Stack:
 
 
 def main() -> int:
+    os.umask(0o077)  # the broker's data and everything else in instance/: owner only
     stack = Stack()
     signal.signal(signal.SIGTERM, stack.stop)
     try:

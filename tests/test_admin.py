@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Iterator
-from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,7 +17,7 @@ from campaign.models import Appeal, CampaignOption, Diplomat, Role, Setting, Sta
 from campaign.settings import decrypt_secret
 from campaign.users import create_user
 from conftest import SinkHandler, free_port
-from helpers import APPEALS_URL, csrf_token, supporter
+from helpers import APPEALS_URL, csrf_token, form_fields, submit, supporter
 
 ADMIN = "admin@example.org"
 MANAGER = "manager@example.org"
@@ -48,75 +47,6 @@ def logged_in_as(app: Any, client: Any, email: str, role: str) -> Any:
 @pytest.fixture
 def admin(app: Any, client: Any) -> Any:
     return logged_in_as(app, client, ADMIN, Role.ADMIN)
-
-
-class _Forms(HTMLParser):
-    """What a browser would submit for each form on a page, keyed by its action."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.forms: list[tuple[str, dict[str, str]]] = []
-        self._select: str | None = None
-        self._first_option: str | None = None
-        self._textarea: str | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if tag == "form":
-            self.forms.append((a.get("action", ""), {}))
-            return
-        if not self.forms:
-            return
-        fields = self.forms[-1][1]
-        name = a.get("name")
-        if tag == "input" and name:
-            kind = a.get("type", "text")
-            if kind in ("submit", "button", "reset"):
-                return
-            if kind in ("checkbox", "radio") and "checked" not in a:
-                return
-            fields[name] = a.get("value", "y" if kind == "checkbox" else "")
-        elif tag == "select" and name:
-            self._select, self._first_option = name, None
-        elif tag == "option" and self._select:
-            value = a.get("value", "")
-            if self._first_option is None:
-                self._first_option = value
-                fields.setdefault(self._select, value)
-            if "selected" in a:
-                fields[self._select] = value
-        elif tag == "textarea" and name:
-            self._textarea = name
-            fields[name] = ""
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "select":
-            self._select = None
-        elif tag == "textarea" and self._textarea and self.forms:
-            # Browsers drop the one line break that follows <textarea>.
-            fields = self.forms[-1][1]
-            fields[self._textarea] = re.sub(r"^\r?\n", "", fields[self._textarea])
-            self._textarea = None
-
-    def handle_data(self, data: str) -> None:
-        if self._textarea and self.forms:
-            self.forms[-1][1][self._textarea] += data
-
-
-def form_fields(html: str, action: str) -> dict[str, str]:
-    parser = _Forms()
-    parser.feed(html)
-    matches = [fields for act, fields in parser.forms if act == action]
-    assert len(matches) == 1, f"{len(matches)} forms post to {action!r}"
-    return dict(matches[0])
-
-
-def submit(client: Any, page: str, action: str, button: str, **changes: Any) -> Any:
-    """Load ``page``, fill in the form that posts to ``action`` like a browser, press ``button``."""
-    data = form_fields(client.get(page).get_data(as_text=True), action)
-    data.update({k: str(v) for k, v in changes.items()})
-    data[button] = "y"
-    return client.post(action or page, data=data)
 
 
 def relay_submit(client: Any, button: str = "save", **changes: Any) -> Any:

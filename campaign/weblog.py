@@ -1,0 +1,34 @@
+"""gunicorn's access log, without confirmation tokens.
+
+A confirmation link is a key to send an appeal in someone's name. Its token is in
+the URL path (``/confirm/<token>``, ``/api/v1/confirm/<token>``), and a browser
+sends that URL again as the ``Referer`` of the form on the page. This logger
+writes ``/confirm/[token]`` in their place, wherever the log format would show
+them: the request line, the path, the referrer, any header or environ value.
+
+``make run`` starts gunicorn with it (``--logger-class campaign.weblog.AccessLogger``);
+do the same in front of a production server, and see the README for nginx.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from gunicorn.glogging import Logger
+
+TOKEN = re.compile(r"(/confirm/)[^/?#\s\"]+")
+REDACTED = r"\1[token]"
+
+
+def redact(text: str) -> str:
+    return TOKEN.sub(REDACTED, text)
+
+
+class AccessLogger(Logger):
+    def atoms(self, resp: Any, req: Any, environ: Any, request_time: Any) -> dict[str, Any]:
+        atoms = super().atoms(resp, req, environ, request_time)
+        return {
+            key: redact(value) if isinstance(value, str) and "/confirm/" in value else value
+            for key, value in atoms.items()
+        }
