@@ -8,6 +8,18 @@ from typing import Any
 
 APPEALS_URL = "/api/v1/campaigns/pavlov-extradition/appeals"
 
+CHROMIUM = "/usr/bin/chromium"
+"""Debian's Chromium, driven by Playwright (no browser download)."""
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
 
 def supporter(**overrides: Any) -> dict[str, Any]:
     data: dict[str, Any] = {

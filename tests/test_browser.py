@@ -17,18 +17,7 @@ from werkzeug.serving import make_server
 
 from campaign.db import db
 from campaign.models import Appeal, Role, Status
-from helpers import APPEALS_URL, confirmation_token, supporter
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from helpers import APPEALS_URL, CHROMIUM, CHROMIUM_ARGS, confirmation_token, supporter
 
 if not os.path.exists(CHROMIUM):
     if os.environ.get("REQUIRE_BROWSER"):
