@@ -175,6 +175,7 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     for name in (
         "DELIVERY_BATCH_SIZE",
         "MAIL_MAX_EMAILS",
+        "MAIL_CAPTURE_PORT",
         "TRUSTED_PROXIES",
         "HSTS_MAX_AGE",
         "CONFIRMATION_MAILS_PER_DAY",

