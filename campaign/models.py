@@ -71,10 +71,13 @@ DUE = _one_of("status", (Status.QUEUED, Status.RETRYING))
 IN_FLIGHT = "status = 'sending'"
 UNMAILED = "status = 'awaiting_confirmation' AND confirmation_sent_at IS NULL"
 NOTICE_DUE = "notice_requested_at IS NOT NULL"
+TOKEN_SET = "confirm_token_hash IS NOT NULL"  # noqa: S105 - SQL, not a secret
 
 
-def _partial(name: str, column: str, where: str) -> Index:
-    return Index(name, column, postgresql_where=text(where), sqlite_where=text(where))
+def _partial(name: str, column: str, where: str, unique: bool = False) -> Index:
+    return Index(
+        name, column, unique=unique, postgresql_where=text(where), sqlite_where=text(where)
+    )
 
 
 class Role:
@@ -176,6 +179,7 @@ class Appeal(db.Model):
         # Partial indexes: each holds only the rows a query looks for (the backlog, the
         # batches in flight, the unmailed), so that an appeal moving on to ``sent``
         # leaves them instead of adding an entry to each.
+        _partial("uq_appeals_confirm_token_hash", "confirm_token_hash", TOKEN_SET, unique=True),
         _partial("ix_appeals_due", "id", DUE),
         _partial("ix_appeals_sending", "updated_at", IN_FLIGHT),
         _partial("ix_appeals_unmailed", "id", UNMAILED),
@@ -197,7 +201,7 @@ class Appeal(db.Model):
     message: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(24))
     status_reason: Mapped[str | None] = mapped_column(Text)
-    confirm_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    confirm_token_hash: Mapped[str | None] = mapped_column(String(64))
     # When the confirmation token was issued; the token is derived from it.
     token_issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The job that claimed this appeal; only that job records its outcome.
@@ -243,7 +247,8 @@ class Recipient(db.Model):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    appeal_id: Mapped[int] = mapped_column(ForeignKey("appeals.id", ondelete="CASCADE"), index=True)
+    # Looked up through the unique (appeal_id, address) index: no index of its own.
+    appeal_id: Mapped[int] = mapped_column(ForeignKey("appeals.id", ondelete="CASCADE"))
     address: Mapped[str] = mapped_column(String(254))
     name: Mapped[str] = mapped_column(String(200), default="")
     role: Mapped[str] = mapped_column(String(2))

@@ -110,6 +110,29 @@ def test_a_guard_keeps_a_row_that_someone_else_holds(app):
     assert statuses == [S.SENT, S.SENDING]
 
 
+def test_the_database_records_every_move_whoever_makes_it(app):
+    """The events come from a trigger: even a raw UPDATE cannot move an appeal unseen,
+    and an update that moves nothing records nothing."""
+    [appeal_id] = _ids(app, 1)
+    with app.app_context():
+        db.session.execute(
+            text(
+                "UPDATE appeals SET status = 'held', status_reason = 'by hand', "
+                "updated_at = :now WHERE id = :i"
+            ),
+            {"i": appeal_id, "now": utcnow()},
+        )
+        db.session.execute(text("UPDATE appeals SET attempts = 3 WHERE id = :i"), {"i": appeal_id})
+        db.session.commit()
+        last = db.session.scalars(
+            db.select(AppealEvent)
+            .where(AppealEvent.appeal_id == appeal_id)
+            .order_by(AppealEvent.id)
+        ).all()[-1]
+        assert (last.from_status, last.to_status, last.reason) == (S.QUEUED, S.HELD, "by hand")
+    assert len(_events(app, [appeal_id])) == 3  # born, queued, held: the attempts change is no move
+
+
 def test_synthetic_appeals_are_born_and_move_with_events(app):
     [appeal_id] = _ids(app, 1)
     assert _events(app, [appeal_id]) == [
