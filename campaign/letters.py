@@ -67,17 +67,23 @@ def variant_of(seed: str) -> int:
 
 
 def diplomats_for(campaign: Campaign, country: str) -> list[Diplomat]:
+    return diplomats_of(campaign).get(country, [])
+
+
+def diplomats_of(campaign: Campaign) -> dict[str, list[Diplomat]]:
+    """The campaign's diplomats, by the country they are accredited to, in one query."""
     if not campaign.diplomats_of:
-        return []
+        return {}
     from .db import db
 
-    return list(
-        db.session.scalars(
-            db.select(Diplomat)
-            .filter_by(target_state=campaign.diplomats_of, country=country)
-            .order_by(Diplomat.name)
-        )
-    )
+    by_country: dict[str, list[Diplomat]] = {}
+    for diplomat in db.session.scalars(
+        db.select(Diplomat)
+        .where(Diplomat.target_state == campaign.diplomats_of)
+        .order_by(Diplomat.country, Diplomat.name)
+    ):
+        by_country.setdefault(diplomat.country, []).append(diplomat)
+    return by_country
 
 
 def copies_for(campaign: Campaign, language: str, diplomats: list[Diplomat]) -> list[Copy]:

@@ -27,12 +27,12 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from flask import current_app
-from sqlalchemy import text
+from sqlalchemy import bindparam, text, update
 
 from .. import states
 from ..campaigns import get_campaign
-from ..db import db, utcnow
-from ..letters import diplomats_for
+from ..db import UTCDateTime, db, utcnow
+from ..letters import diplomats_of
 from ..mail import Outgoing, appeal_message
 from ..models import IN_FLIGHT, Appeal, Diplomat, Status
 from ..settings import RelaySettings
@@ -45,6 +45,13 @@ from .transport import Envelope, RelayConnection, SessionLost, Transmission
 
 CLAIMED = tuple(c.name for c in Appeal.__table__.c if c.name != "id")
 """Every column of a claimed appeal, read in the claim itself."""
+
+_HEARTBEAT = (
+    update(Appeal.__table__)
+    .where(text(IN_FLIGHT), Appeal.__table__.c.job_id == bindparam("job"))
+    .values(updated_at=bindparam("now", type_=UTCDateTime))
+)
+"""The appeals this job still holds are not abandoned (the recovery's lease)."""
 
 COMMIT_EVERY = 200
 """Outcomes recorded per database write (the journal covers the gap)."""
@@ -117,11 +124,7 @@ class Batch:
         self.journal.settle()  # every note is in Redis before the rows it covers
         moved = recipients.record(self.results, match={"job_id": self.job_id})
         # Heartbeat: the appeals this job still holds are not abandoned.
-        db.session.execute(
-            db.update(Appeal)
-            .where(text(IN_FLIGHT), Appeal.job_id == self.job_id)
-            .values(updated_at=utcnow())
-        )
+        db.session.connection().execute(_HEARTBEAT, {"job": self.job_id, "now": utcnow()})
         db.session.commit()
         # Only the notes of what this job recorded: an appeal that someone else took
         # over keeps its note, and whoever holds it now reads it.
@@ -134,17 +137,17 @@ class Batch:
 class AppealComposer:
     """Letters for a batch: the message, and each recipient's copy on the first try.
 
-    Looks up the diplomats of each (campaign, country) once per batch.
+    Looks up each campaign's diplomats once per batch.
     """
 
     def __init__(self, relay: RelaySettings) -> None:
         self.relay = relay
-        self._diplomats: dict[tuple[str, str], list[Diplomat]] = {}
+        self._diplomats: dict[str, dict[str, list[Diplomat]]] = {}
 
     def __call__(self, appeal: Any, copies: list[Any] | None) -> tuple[Outgoing, list[Any]]:
-        key = (appeal.campaign, appeal.country)
-        if key not in self._diplomats:
-            self._diplomats[key] = diplomats_for(get_campaign(appeal.campaign), appeal.country)
+        if appeal.campaign not in self._diplomats:
+            self._diplomats[appeal.campaign] = diplomats_of(get_campaign(appeal.campaign))
+        diplomats = self._diplomats[appeal.campaign].get(appeal.country, [])
         if copies:
             addressees = (
                 [(c.name, c.address) for c in copies if c.role == "to"],
@@ -153,12 +156,12 @@ class AppealComposer:
             message = appeal_message(
                 appeal,
                 self.relay,
-                diplomats=self._diplomats[key],
+                diplomats=diplomats,
                 message_id=copies[0].message_id,
                 addressees=addressees,
             )
             return message, copies
-        message = appeal_message(appeal, self.relay, diplomats=self._diplomats[key])
+        message = appeal_message(appeal, self.relay, diplomats=diplomats)
         copies = [Copy(a, n, "to", message_id=message.message_id) for n, a in message.to]
         copies += [Copy(a, n, "cc", message_id=message.message_id) for n, a in message.cc]
         return message, copies
