@@ -73,6 +73,20 @@ class Copy:
         self.changed = True
 
 
+STORED = (
+    "address",
+    "name",
+    "role",
+    "status",
+    "attempts",
+    "last_reply",
+    "next_attempt_at",
+    "accepted_at",
+    "message_id",
+)
+"""What a copy's row holds, besides its id: the fields of :class:`Copy` that are stored."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     """Where an appeal goes after a try, with the reason and when to try again."""
@@ -182,18 +196,7 @@ def load(appeal_ids: Iterable[int]) -> dict[int, list[Copy]]:
     ).all()
     for row in rows:
         found.setdefault(row.appeal_id, []).append(
-            Copy(
-                address=row.address,
-                name=row.name,
-                role=row.role,
-                status=row.status,
-                attempts=row.attempts,
-                last_reply=row.last_reply,
-                next_attempt_at=row.next_attempt_at,
-                accepted_at=row.accepted_at,
-                message_id=row.message_id,
-                id=row.id,
-            )
+            Copy(**{f: getattr(row, f) for f in STORED}, id=row.id)
         )
     return found
 
@@ -238,75 +241,34 @@ def store(copies_by_appeal: dict[int, list[Copy]]) -> None:
 
 
 def _row(appeal_id: int, c: Copy) -> dict[str, Any]:
-    return {
-        "appeal_id": appeal_id,
-        "address": c.address,
-        "name": c.name,
-        "role": c.role,
-        "status": c.status,
-        "attempts": c.attempts,
-        "last_reply": c.last_reply,
-        "next_attempt_at": c.next_attempt_at,
-        "accepted_at": c.accepted_at,
-        "message_id": c.message_id,
-    }
+    return {"appeal_id": appeal_id, **{f: getattr(c, f) for f in STORED}}
 
 
 # --- the acceptance journal's notes ------------------------------------------------------
 
 
+_TIMES = frozenset({"next_attempt_at", "accepted_at"})
+
+
 def to_note(copies: list[Copy]) -> str:
     """The copies as the database should hold them, for the acceptance journal."""
     return json.dumps(
-        [
-            [
-                c.address,
-                c.name,
-                c.role,
-                c.status,
-                c.attempts,
-                c.last_reply,
-                c.next_attempt_at.timestamp() if c.next_attempt_at else None,
-                c.accepted_at.timestamp() if c.accepted_at else None,
-                c.message_id,
-                c.id,
-            ]
-            for c in copies
-        ],
+        [[_plain(f, getattr(c, f)) for f in STORED] + [c.id] for c in copies],
         separators=(",", ":"),
         ensure_ascii=False,
     )
 
 
-def _moment(timestamp: float | None) -> datetime | None:
-    return datetime.fromtimestamp(timestamp, UTC) if timestamp is not None else None
+def _plain(field: str, value: Any) -> Any:
+    return value.timestamp() if field in _TIMES and value is not None else value
 
 
 def from_note(note: str | bytes) -> list[Copy]:
-    return [
-        Copy(
-            address=address,
-            name=name,
-            role=role,
-            status=status,
-            attempts=attempts,
-            last_reply=last_reply,
-            next_attempt_at=_moment(next_at),
-            accepted_at=_moment(accepted_at),
-            message_id=message_id,
-            id=row_id,
-            changed=True,
-        )
-        for (
-            address,
-            name,
-            role,
-            status,
-            attempts,
-            last_reply,
-            next_at,
-            accepted_at,
-            message_id,
-            row_id,
-        ) in json.loads(note)
-    ]
+    copies = []
+    for item in json.loads(note):
+        values = {
+            f: datetime.fromtimestamp(v, UTC) if f in _TIMES and v is not None else v
+            for f, v in zip(STORED, item, strict=False)
+        }
+        copies.append(Copy(**values, id=item[len(STORED)], changed=True))
+    return copies
