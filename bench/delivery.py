@@ -374,9 +374,9 @@ def realistic(stack: Stack, sink: Sink, count: int, concurrency: int) -> dict[st
     import client
     from sqlalchemy import text
 
-    from campaign.appeals import confirmation_token
     from campaign.db import db
     from campaign.models import Appeal
+    from campaign.tokens import confirmation_token
 
     app = stack.app()
     run = uuid.uuid4().hex[:6]

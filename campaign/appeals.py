@@ -8,11 +8,8 @@ Every change of state goes through :func:`campaign.states.move`.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from flask import current_app
@@ -26,21 +23,7 @@ from .delivery.queue import wake_dispatcher
 from .exceptions import CampaignClosed, TokenExpired, TokenInvalid
 from .intake import SupporterInput
 from .models import Appeal, CampaignOption, Delivery, Recipient, Status
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def confirmation_token(appeal: Any) -> str:
-    """The token in the appeal's confirmation link, derived from the appeal and the
-    secret key: the worker that mails it needs no secret from Redis, and a link
-    sent twice is the same link. Only its hash is stored."""
-    issued: datetime = appeal.token_issued_at.astimezone(UTC)
-    message = f"confirm:{appeal.public_id}:{issued:%Y%m%dT%H%M%S.%f}".encode()
-    key = current_app.secret_key.encode()  # type: ignore[union-attr]
-    digest = hmac.new(key, message, hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+from .tokens import confirmation_token, token_hash
 
 
 def options_for(slug: str) -> CampaignOption:

@@ -16,7 +16,6 @@ from cryptography.fernet import Fernet, InvalidToken
 from flask import current_app
 
 from .db import db
-from .delivery.pacing import PacingRules
 from .models import Setting
 
 SECURITY_CHOICES = ("none", "starttls", "ssl")
@@ -176,22 +175,3 @@ PACING_KEYS: dict[str, str] = {
     "pacing_per_address_per_hour": "PACING_PER_ADDRESS_PER_HOUR",
     "pacing_business_hours_only": "PACING_BUSINESS_HOURS_ONLY",
 }
-
-
-def pacing_rules() -> PacingRules:
-    """The pacing in force: admin-screen values over the configuration. Read per batch.
-
-    ``PACING_ENABLED=false`` in the environment switches pacing off entirely (benchmarks).
-    """
-    config = current_app.config
-    overrides = stored()
-    values = {
-        key: overrides.get(key, config[config_key]) for key, config_key in PACING_KEYS.items()
-    }
-    return PacingRules(
-        enabled=bool(config["PACING_ENABLED"]),
-        per_domain_per_hour=float(values["pacing_per_domain_per_hour"]),
-        per_address_per_hour=float(values["pacing_per_address_per_hour"]),
-        business_hours_only=bool(values["pacing_business_hours_only"]),
-        burst_seconds=float(config["PACING_BURST_SECONDS"]),
-    )

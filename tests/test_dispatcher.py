@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from faults import start_dispatcher, start_worker, stop, wait_until, worker_env
 
-from campaign.appeals import confirmation_token
 from campaign.db import db
 from campaign.models import Appeal, Status
+from campaign.tokens import confirmation_token
 from helpers import APPEALS_URL, supporter
 
 

@@ -129,8 +129,8 @@ def test_supporters_mail_is_never_behind_paced_target_mail(app, client, smtp, wo
 
 def test_admin_changes_pacing_at_run_time(app, client):
 
+    from campaign.delivery.pacing import pacing_rules
     from campaign.models import Role
-    from campaign.settings import pacing_rules
     from campaign.users import create_user
 
     with app.app_context():

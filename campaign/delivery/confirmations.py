@@ -8,7 +8,7 @@ A confirmation over the limit waits for the next day; a notice is dropped (the
 address had its mail today).
 
 The link's token is derived from the appeal (see
-:func:`~campaign.appeals.confirmation_token`), so a confirmation sent twice carries
+:func:`~campaign.tokens.confirmation_token`), so a confirmation sent twice carries
 the same link and the first one still works. A batch claims its appeals by stamping
 ``confirmation_sent_at`` (or clearing ``notice_requested_at``); a transient failure
 takes the stamp back and sets the time of the next try.
@@ -26,11 +26,11 @@ from redis import Redis
 from sqlalchemy import update
 
 from .. import states
-from ..appeals import confirmation_token, token_hash
 from ..db import db, utcnow
 from ..mail import Outgoing, confirmation_message, notice_message
 from ..models import Appeal, Status
 from ..settings import RelaySettings
+from ..tokens import confirmation_token, token_hash
 from .policy import MAX_ATTEMPTS, Verdict, backoff, verdicts
 from .runner import transmit
 from .transport import RelayConnection, SessionLost

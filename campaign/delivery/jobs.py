@@ -12,10 +12,10 @@ from flask import current_app
 from rq import get_current_job
 
 from ..campaigns import get_campaign
-from ..settings import RelaySettings, pacing_rules, relay_settings
+from ..settings import RelaySettings, relay_settings
 from . import confirmations, runner
 from .journal import Journal
-from .pacing import Pacer
+from .pacing import Pacer, pacing_rules
 from .queue import rq
 from .transport import RelayConnection
 

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from flask import current_app
 from redis import Redis
+
+from ..settings import PACING_KEYS, stored
 
 # KEYS: two bucket keys per recipient, its domain's and its address's.
 # ARGV: rate (tokens/s) and capacity for each key, in order.
@@ -127,3 +130,22 @@ class Pacer:
                 args += [rate, capacity]
         waits = self._take(keys=keys, args=args)
         return {address: float(w) for address, w in zip(recipients, waits, strict=True)}
+
+
+def pacing_rules() -> PacingRules:
+    """The pacing in force: admin-screen values over the configuration. Read per batch.
+
+    ``PACING_ENABLED=false`` in the environment switches pacing off entirely (benchmarks).
+    """
+    config = current_app.config
+    overrides = stored()
+    values = {
+        key: overrides.get(key, config[config_key]) for key, config_key in PACING_KEYS.items()
+    }
+    return PacingRules(
+        enabled=bool(config["PACING_ENABLED"]),
+        per_domain_per_hour=float(values["pacing_per_domain_per_hour"]),
+        per_address_per_hour=float(values["pacing_per_address_per_hour"]),
+        business_hours_only=bool(values["pacing_business_hours_only"]),
+        burst_seconds=float(config["PACING_BURST_SECONDS"]),
+    )

@@ -26,6 +26,7 @@ from .. import audit, mime, settings
 from ..campaigns import all_campaigns
 from ..db import db
 from ..delivery.jobs import connection
+from ..delivery.pacing import pacing_rules
 from ..delivery.transport import SessionLost
 from ..exceptions import InvalidInput
 from ..forms import (
@@ -66,7 +67,7 @@ def _relay_page(form: RelayForm | None = None, code: int = 200) -> tuple[str, in
                 "org_name": relay.org_name,
             }
         )
-    rules = settings.pacing_rules()
+    rules = pacing_rules()
     pacing_form = PacingForm(
         data={
             "pacing_per_domain_per_hour": rules.per_domain_per_hour,
