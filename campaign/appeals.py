@@ -77,10 +77,8 @@ def submit(campaign: Campaign, supporter: SupporterInput) -> str:
         if not options.confirmation_required:
             _confirmed({"id": appeal.id}, reason="confirmation switched off for this campaign")
     elif existing.status == Status.AWAITING_CONFIRMATION:
-        if not link_expired(existing):
-            existing.confirmation_sent_at = None  # the same link, again
-            states.noted([existing.id], existing.status, "submitted again: link sent again")
-    elif existing.erased_at is None:
+        _send_link_again(existing, "submitted again: link sent again")
+    elif existing.status != Status.CANCELLED and existing.erased_at is None:
         existing.notice_requested_at = utcnow()
     db.session.commit()
     wake_dispatcher()
@@ -92,14 +90,23 @@ def link_expired(appeal: Any) -> bool:
     return appeal.token_issued_at < utcnow() - timedelta(days=days)
 
 
+def _send_link_again(appeal: Appeal, reason: str) -> None:
+    """The same link, or a new one if it expired (the old one opens nothing any more).
+    The appeal's words stay as its owner wrote them. The caller commits."""
+    if link_expired(appeal):
+        appeal.token_issued_at = utcnow()
+        appeal.confirm_token_hash = token_hash(confirmation_token(appeal))
+    appeal.confirmation_sent_at = None
+    states.noted([appeal.id], appeal.status, reason)
+
+
 def resend(campaign: Campaign, email: str) -> None:
     """ "Send me the link again": the same answer whatever the address, and at most
     the daily number of mails to it."""
     appeal = db.session.scalar(db.select(Appeal).filter_by(campaign=campaign.slug, email=email))
-    if appeal is None or appeal.status != Status.AWAITING_CONFIRMATION or link_expired(appeal):
+    if appeal is None or appeal.status != Status.AWAITING_CONFIRMATION:
         return
-    appeal.confirmation_sent_at = None
-    states.noted([appeal.id], appeal.status, "link asked for again")
+    _send_link_again(appeal, "link asked for again")
     db.session.commit()
     wake_dispatcher()
 

@@ -44,10 +44,13 @@ def _mails_to(smtp: Any, address: str) -> list[Any]:
     return [m for m in smtp.received if m.rcpt_tos == [address]]
 
 
+def _token(mail: Any) -> str:
+    """The token in a confirmation mail's link, read from its decoded text."""
+    return confirmation_token(mail.message.get_body(("plain",)).get_content())
+
+
 def _confirm(client: Any, smtp: Any, address: str = "ana@example.org") -> Any:
-    token = confirmation_token(
-        _mails_to(smtp, address)[-1].message.get_body(("plain",)).get_content()
-    )
+    token = _token(_mails_to(smtp, address)[-1])
     return client.post(f"/api/v1/confirm/{token}")
 
 
@@ -123,7 +126,7 @@ def test_a_new_submission_never_changes_a_pending_appeal(app, client, smtp, work
 def test_the_owner_may_change_the_letter_on_the_confirm_page(app, client, smtp, work):
     client.post(APPEALS_URL, json=supporter())
     work()
-    token = confirmation_token(smtp.received[0].message.get_body(("plain",)).get_content())
+    token = _token(smtp.received[0])
     page = client.get(f"/confirm/{token}").get_data(as_text=True)
     assert "Por favor, actúe ya." in page  # the letter, read before sending
     reply = client.post(
@@ -146,9 +149,7 @@ def test_the_owner_may_change_the_letter_on_the_confirm_page(app, client, smtp, 
     # Edits are checked like the form: a name posing as an address is refused.
     client.post(APPEALS_URL, json=supporter(email="b@example.org"))
     work()
-    token = confirmation_token(
-        _mails_to(smtp, "b@example.org")[0].message.get_body(("plain",)).get_content()
-    )
+    token = _token(_mails_to(smtp, "b@example.org")[0])
     page = client.get(f"/confirm/{token}").get_data(as_text=True)
     reply = client.post(
         f"/confirm/{token}",
@@ -222,7 +223,7 @@ def test_send_me_the_link_again(app, client, smtp, redis, work):
     work()
     assert [m.rcpt_tos for m in smtp.received] == [["ana@example.org"], ["ana@example.org"]]
     # The same link: the first still works.
-    assert confirmation_token(smtp.received[1].data) == confirmation_token(first.data)
+    assert _token(smtp.received[1]) == _token(first)
 
 
 # --- links expire ------------------------------------------------------------------------
@@ -239,7 +240,7 @@ def _age(app: Any, days: float) -> None:
 def test_a_link_older_than_seven_days_sends_nothing(app, client, smtp, work):
     client.post(APPEALS_URL, json=supporter())
     work()
-    token = confirmation_token(smtp.received[0].message.get_body(("plain",)).get_content())
+    token = _token(smtp.received[0])
     _age(app, 7.01)
     reply = client.post(f"/api/v1/confirm/{token}")
     assert reply.status_code == 410
@@ -250,6 +251,21 @@ def test_a_link_older_than_seven_days_sends_nothing(app, client, smtp, work):
     assert _appeal(app).status == Status.AWAITING_CONFIRMATION
     _age(app, 6.9)
     assert client.post(f"/api/v1/confirm/{token}").status_code == 200
+
+
+def test_submitting_again_after_the_link_expired_sends_a_new_one(app, client, smtp, redis, work):
+    client.post(APPEALS_URL, json=supporter())
+    work()
+    old = _token(smtp.received[0])
+    _age(app, 8)
+    redis.flushdb()  # days later, as far as the daily limit is concerned
+    client.post(APPEALS_URL, json=supporter(name="Someone Else"))
+    work()
+    new = _token(smtp.received[1])
+    assert new != old
+    assert client.post(f"/api/v1/confirm/{old}").status_code == 404
+    assert client.post(f"/api/v1/confirm/{new}").status_code == 200
+    assert _appeal(app).name == "Ana García"  # still the owner's words
 
 
 # --- retention ---------------------------------------------------------------------------
