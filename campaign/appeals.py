@@ -9,10 +9,8 @@ Every change of state goes through :func:`campaign.states.move`.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
@@ -23,7 +21,7 @@ from .delivery.queue import wake_dispatcher
 from .exceptions import CampaignClosed, TokenExpired, TokenInvalid
 from .intake import SupporterInput
 from .models import Appeal, CampaignOption, Delivery, Recipient, Status
-from .tokens import confirmation_token, token_hash
+from .tokens import confirmation_token, issued_since, token_hash
 
 
 def options_for(slug: str) -> CampaignOption:
@@ -86,8 +84,7 @@ def submit(campaign: Campaign, supporter: SupporterInput) -> str:
 
 
 def link_expired(appeal: Any) -> bool:
-    days = float(current_app.config["CONFIRM_TOKEN_DAYS"])
-    return appeal.token_issued_at < utcnow() - timedelta(days=days)
+    return bool(appeal.token_issued_at < issued_since())
 
 
 def _send_link_again(appeal: Appeal, reason: str) -> None:
@@ -155,7 +152,6 @@ def confirm(token: str, edited: SupporterInput | None = None) -> Any:
     awaiting confirmation (used twice, say) raises, and so does an expired one."""
     if not token or len(token) > 128:
         raise TokenInvalid(token[:16])
-    days = float(current_app.config["CONFIRM_TOKEN_DAYS"])
     changes: dict[str, Any] = {}
     if edited is not None:
         changes = {
@@ -168,7 +164,7 @@ def confirm(token: str, edited: SupporterInput | None = None) -> Any:
         {"confirm_token_hash": token_hash(token)},
         reason="confirmed by supporter",
         changes=changes,
-        newer={"token_issued_at": utcnow() - timedelta(days=days)},
+        newer={"token_issued_at": issued_since()},
     )
     if not moved:
         db.session.rollback()

@@ -23,10 +23,6 @@ class InvalidInput(CampaignError, ValueError):
         self.fields = fields
 
 
-class DuplicateAppeal(CampaignError):
-    """This address already sent an appeal in this campaign."""
-
-
 class CampaignClosed(CampaignError):
     """The campaign is paused; appeals are not taken."""
 

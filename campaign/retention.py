@@ -24,6 +24,7 @@ from sqlalchemy import literal, update
 from . import audit, states
 from .db import db, utcnow
 from .models import Appeal, AppealEvent, Status
+from .tokens import issued_since
 
 FINAL = (Status.SENT, Status.FAILED, Status.CANCELLED)
 CANCELLABLE = (Status.AWAITING_CONFIRMATION, Status.QUEUED, Status.RETRYING, Status.HELD)
@@ -84,12 +85,11 @@ def apply_retention() -> RetentionReport:
     config = current_app.config
     now = utcnow()
     report = RetentionReport()
-    expired_before = now - timedelta(days=float(config["CONFIRM_TOKEN_DAYS"]))
     stale = list(
         db.session.scalars(
             db.select(Appeal.id).where(
                 Appeal.status == Status.AWAITING_CONFIRMATION,
-                Appeal.token_issued_at < expired_before,
+                Appeal.token_issued_at < issued_since(),
             )
         )
     )

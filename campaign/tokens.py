@@ -10,10 +10,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import current_app
+
+from .db import utcnow
+
+
+def issued_since() -> datetime:
+    """The oldest issue time of a link that still works (``CONFIRM_TOKEN_DAYS``)."""
+    return utcnow() - timedelta(days=float(current_app.config["CONFIRM_TOKEN_DAYS"]))
 
 
 def token_hash(token: str) -> str:

@@ -273,3 +273,52 @@ def test_cli_ensure_admin_refuses_a_bad_address_clearly(app):
     assert "Error: email:" in result.output
     assert "Traceback" not in result.output
     assert _users(app) == []
+
+
+def test_the_documented_environment_settings_are_read():
+    """The settings the README and .env.example name, as the environment spells them."""
+    from campaign.config import from_environment
+
+    got = from_environment(
+        {
+            "TRUSTED_PROXIES": "1",
+            "RELAY_EXTRA_PORTS": "2525, 1025",
+            "RELAY_CHECK_TIMEOUT": "3",
+            "SESSION_IDLE_MINUTES": "15",
+            "SESSION_MAX_HOURS": "8",
+            "RATELIMIT_LOGIN_ACCOUNT": "5 per hour",
+            "CONFIRM_TOKEN_DAYS": "3",
+            "CONFIRMATION_MAILS_PER_DAY": "2",
+            "RETENTION_DAYS": "14",
+            "DISPATCH_WINDOW": "0.1",
+            "MAIL_CA_FILE": "/etc/ssl/private-ca.pem",
+            "MAIL_CAPTURE_PORT": "2025",
+            "RATELIMIT_ENABLED": "false",
+        }
+    )
+    assert got == {
+        "TRUSTED_PROXIES": 1,
+        "RELAY_CHECK_PORTS": (25, 465, 587, 2525, 1025),
+        "RELAY_CHECK_TIMEOUT": 3.0,
+        "SESSION_IDLE_MINUTES": 15.0,
+        "SESSION_MAX_HOURS": 8.0,
+        "RATELIMIT_LOGIN_ACCOUNT": "5 per hour",
+        "CONFIRM_TOKEN_DAYS": 3.0,
+        "CONFIRMATION_MAILS_PER_DAY": 2,
+        "RETENTION_DAYS": 14.0,
+        "DISPATCH_WINDOW": 0.1,
+        "MAIL_CA_FILE": "/etc/ssl/private-ca.pem",
+        "MAIL_CAPTURE_PORT": 2025,
+        "RATELIMIT_ENABLED": False,
+    }
+
+
+def test_web_processes_and_threads_follow_the_environment(monkeypatch):
+    from campaign.devstack import web_argv
+
+    monkeypatch.setenv("WEB_WORKERS", "3")
+    monkeypatch.setenv("WEB_THREADS", "6")
+    argv = web_argv("127.0.0.1:5000")
+    assert argv[argv.index("--workers") + 1] == "3"
+    assert argv[argv.index("--threads") + 1] == "6"
+    assert argv[argv.index("--logger-class") + 1] == "campaign.weblog.AccessLogger"

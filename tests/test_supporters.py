@@ -303,6 +303,29 @@ def test_personal_data_goes_after_the_retention_period_and_the_counts_stay(app, 
         assert all(r is None for r in reasons)
 
 
+def test_retention_by_hand_and_in_the_local_mail_capture(app, client, tmp_path):
+    """`flask appeals retention` applies it at once; the local capture, which holds whole
+    letters, is pruned to the same limit."""
+    import os
+    import time
+
+    capture = tmp_path / "capture"
+    (capture / "new").mkdir(parents=True)
+    old, fresh = capture / "new" / "old", capture / "new" / "fresh"
+    old.write_bytes(b"Subject: an old letter\r\n\r\nAna\r\n")
+    fresh.write_bytes(b"Subject: a new letter\r\n\r\nBea\r\n")
+    long_ago = time.time() - 31 * 86400
+    os.utime(old, (long_ago, long_ago))
+    app.config.update(MAIL_CAPTURE=True, MAIL_CAPTURE_DIR=str(capture))
+    client.post(APPEALS_URL, json=supporter())
+    _age(app, 8)
+    result = app.test_cli_runner().invoke(args=["appeals", "retention"])
+    assert result.exit_code == 0, result.output
+    assert "expired=1, erased=1, captured_mail_removed=1" in result.output
+    assert not old.exists() and fresh.exists()
+    assert _appeal(app, f"erased-{_public_id(app)}").status == Status.CANCELLED
+
+
 def test_a_manager_erases_a_supporter_on_request(app, client, smtp, work):
     from campaign.models import Role
     from campaign.users import create_user

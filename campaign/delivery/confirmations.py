@@ -98,8 +98,8 @@ def send(
     limit: DailyLimit,
 ) -> dict[str, int]:
     confirmations, notices = _claim(appeal_ids, job_id)
-    counts = {"claimed": len(confirmations) + len(notices), "sent": 0, "limited": 0}
-    counts.update(retrying=0, failed=0)
+    counts = dict.fromkeys(("sent", "limited", "retrying", "failed"), 0)
+    counts["claimed"] = len(confirmations) + len(notices)
     ready: deque[tuple[Any, Outgoing]] = deque()
     for appeal in [*confirmations, *notices]:
         confirming = appeal.status == Status.AWAITING_CONFIRMATION

@@ -34,7 +34,7 @@ from ..campaigns import get_campaign
 from ..db import UTCDateTime, db, utcnow
 from ..letters import diplomats_of
 from ..mail import Outgoing, appeal_message
-from ..models import IN_FLIGHT, Appeal, Diplomat, Status
+from ..models import IN_FLIGHT, Appeal, Delivery, Diplomat, Status
 from ..settings import RelaySettings
 from . import recipients
 from .journal import Journal
@@ -232,7 +232,7 @@ def _plan(
     """The addresses this try goes to: the pending copies that are due (all pending
     ones if a manager asked for a retry before any was) and have a pacing token.
     The others wait, spread over the coming slots instead of all waking for one."""
-    pending = [c for c in copies if c.status == "pending"]
+    pending = [c for c in copies if c.status == Delivery.PENDING]
     due = [c for c in pending if c.due(now)] or pending
     waits = pacer.waits([c.address for c in due], timezone, now)
     envelope = []
