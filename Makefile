@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint worker dispatcher sweeper bench clean
+.PHONY: run test lint worker dispatcher sweeper bench clean translations messages
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,12 +12,29 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The interface's catalogues: compiled here, never committed (see `make messages`).
+CATALOGUES := $(wildcard campaign/translations/*/LC_MESSAGES/messages.po)
+COMPILED := $(CATALOGUES:.po=.mo)
+
+%.mo: %.po $(STAMP)
+	$(BIN)/pybabel compile --statistics -i $< -o $@ 2>&1 | grep -v '^$$' || true
+	test -s $@
+
+translations: $(COMPILED)
+
+## After changing interface strings: extract them and update every catalogue.
+messages: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext --sort-by-file --no-wrap \
+	  --project appeal-sender -o campaign/translations/messages.pot .
+	$(BIN)/pybabel update -i campaign/translations/messages.pot -d campaign/translations \
+	  --no-wrap --ignore-obsolete
+
 ## Everything: database, broker, mail capture, web and worker. Ctrl-C stops it.
-run: $(STAMP)
+run: $(STAMP) translations
 	$(BIN)/python -m campaign.devstack
 
 ## The whole suite (SQLite always; PostgreSQL on 127.0.0.1:5432 when reachable).
-test: $(STAMP)
+test: $(STAMP) translations
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -26,7 +43,7 @@ lint: $(STAMP)
 
 ## Workers for another machine (one per core): need REDIS_URL, DATABASE_URL, SECRET_KEY
 ## and the MAIL_* relay. Run `make dispatcher` once per installation, next to them.
-worker: $(STAMP)
+worker: $(STAMP) translations
 	$(BIN)/python -m rq.cli worker-pool --num-workers $$(nproc) \
 	  --worker-class campaign.worker.AppWorker --serializer json --url "$$REDIS_URL" \
 	  supporters appeals
@@ -38,7 +55,7 @@ dispatcher: $(STAMP)
 sweeper: dispatcher
 
 ## Benchmarks (installs Postfix's smtp-sink/smtp-source if missing; needs root for that).
-bench: $(STAMP)
+bench: $(STAMP) translations
 	$(BIN)/python bench/delivery.py
 
 clean:

@@ -15,7 +15,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     A test config replaces the last two, so a developer's environment never leaks
     into tests.
     """
-    from campaign import campaigns, cli, config, users
+    from campaign import campaigns, cli, config, i18n, users
     from campaign.db import db, migrate
     from campaign.delivery.queue import rq
     from campaign.views import register_views
@@ -62,6 +62,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         render_as_batch=True,
     )
     rq.init_app(app)
+    i18n.init_app(app)
     campaigns.init_app(app)
     users.init_app(app)
     register_views(app)
