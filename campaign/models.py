@@ -154,6 +154,13 @@ class CampaignOption(db.Model):
     slug: Mapped[str] = mapped_column(String(64), primary_key=True)
     confirmation_required: Mapped[bool] = mapped_column(Boolean, default=True)
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Closed by hand, or (close_at_deadline) from the campaign's deadline on.
+    closed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    close_at_deadline: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=sa_false()
+    )
+    # The section office to ask after the deadline: {"*": text, "<country>": text}.
+    section_contacts: Mapped[dict[str, str] | None] = mapped_column(JSON)
 
 
 class Diplomat(db.Model):
@@ -189,6 +196,7 @@ class Appeal(db.Model):
             "updated_at",
             _one_of("status", (Status.FAILED, Status.RETRYING, Status.HELD)),
         ),
+        Index("ix_appeals_fingerprint", "campaign", "fingerprint"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -218,6 +226,12 @@ class Appeal(db.Model):
     # Someone submitted this address again after the appeal was confirmed: its owner
     # is told by e-mail (the only place that says whether an address has appealed).
     notice_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The supporter's interface language (pages and mail to them), not the letter's.
+    locale: Mapped[str | None] = mapped_column(String(8))
+    # The letter's text without the supporter's name: how many others sent the same.
+    fingerprint: Mapped[str | None] = mapped_column(String(32))
+    # When the supporter was sent a receipt (the main addressee accepted the appeal).
+    receipt_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     events: Mapped[list[AppealEvent]] = relationship(
         back_populates="appeal", order_by="AppealEvent.id", cascade="all, delete-orphan"
