@@ -49,7 +49,8 @@ def defaults(instance_path: str) -> dict[str, Any]:
     return {
         "SECRET_KEY": None,
         "SQLALCHEMY_DATABASE_URI": database_url(None, instance_path),
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # Idle connections are pinged before use (campaign/db.py), busy ones are not.
+        "SQLALCHEMY_ENGINE_OPTIONS": {},
         "REDIS_URL": f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0",
         "MAIL_SERVER": None,
         "MAIL_PORT": None,
@@ -74,7 +75,10 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "EMAIL_CHECK_DELIVERABILITY": False,
         "CAMPAIGNS_DIR": str(Path(__file__).resolve().parent.parent / "urgent-actions"),
         "RATELIMIT_STORAGE_URI": None,
-        "RATELIMIT_APPEALS": "20 per hour;5 per minute",
+        # Real sends (not previews, not forms with mistakes) per client: generous, for a
+        # school or an office behind one address; and per e-mail address: tight.
+        "RATELIMIT_APPEALS": "600 per hour;60 per minute",
+        "RATELIMIT_APPEALS_EMAIL": "5 per hour",
         "RATELIMIT_LOGIN": "10 per minute",
         "RATELIMIT_HEADERS_ENABLED": True,
         # A broker outage must not turn supporters away: fall back to per-process limits.
@@ -119,6 +123,19 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "DELIVERY_BATCH_SIZE": 200,
         "SENDING_LEASE_SECONDS": 300.0,
         "RQ_ASYNC": True,
+        # DKIM (campaign/dkim.py): the key and its names; by default those that
+        # flask dkim init wrote in the instance folder. No key: mail goes unsigned.
+        "DKIM_KEY_FILE": None,
+        "DKIM_SELECTOR": None,
+        "DKIM_DOMAIN": None,
+        # flask doctor asks this DNS server (host or host:port); default: the system's.
+        "DOCTOR_NAMESERVER": None,
+        # /metrics (campaign/health.py): with a token, only to "Authorization: Bearer
+        # <token>"; without one, only to clients on loopback.
+        "METRICS_TOKEN": None,
+        # "json": one JSON object per log line (campaign/logs.py); "text" otherwise.
+        "LOG_FORMAT": "text",
+        "LOG_LEVEL": "INFO",
     }
 
 
@@ -136,8 +153,16 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         "ORG_NAME",
         "PUBLIC_URL",
         "RATELIMIT_APPEALS",
+        "RATELIMIT_APPEALS_EMAIL",
         "RATELIMIT_LOGIN",
         "RATELIMIT_LOGIN_ACCOUNT",
+        "DKIM_KEY_FILE",
+        "DKIM_SELECTOR",
+        "DKIM_DOMAIN",
+        "DOCTOR_NAMESERVER",
+        "METRICS_TOKEN",
+        "LOG_FORMAT",
+        "LOG_LEVEL",
     ):
         if environ.get(name):
             out[name] = environ[name]

@@ -59,3 +59,36 @@ def test_a_lone_confirmation_leaves_without_waiting_for_company(app, client, smt
     assert client.post(f"/api/v1/confirm/{token}").status_code == 200
     wait_until(lambda: _sent(app) == 1, timeout=10)
     assert smtp.received[-1].rcpt_tos == ["ministro@mju.es"]
+
+
+@pytest.fixture
+def slow_sweeping_engine(app, backend, database_urls, redis_url, smtp, tmp_path, monkeypatch):
+    """A dispatcher that looks for lost work only once a minute, with a wide gathering
+    window; this process coalesces wake-ups for a second (less than the window)."""
+    from campaign.delivery import queue
+
+    monkeypatch.setattr(queue, "WAKE_COALESCE", 1.0)
+    monkeypatch.setattr(queue, "_last_wake", 0.0)
+    env = worker_env(
+        database_urls[backend],
+        redis_url,
+        smtp.port,
+        tmp_path / "instance",
+        SWEEP_INTERVAL="60",
+        DISPATCH_WINDOW="2",
+    )
+    processes = [start_dispatcher(env), start_worker(env)]
+    yield
+    stop(*processes)
+
+
+def test_a_confirmation_whose_wake_up_was_coalesced_still_leaves_at_once(
+    app, client, smtp, slow_sweeping_engine
+):
+    first, second = _submitted(app, client, smtp, 2)
+    assert client.post(f"/api/v1/confirm/{first}").status_code == 200
+    wait_until(lambda: _sent(app) == 1, timeout=10)  # the dispatcher's pass came and went
+    # Within a second of the first wake-up: this one sends none. The pass that follows
+    # every wake-up, a window later, finds it; the next look for lost work is a minute off.
+    assert client.post(f"/api/v1/confirm/{second}").status_code == 200
+    wait_until(lambda: _sent(app) == 2, timeout=8)

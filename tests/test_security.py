@@ -118,6 +118,12 @@ def test_confirmation_tokens_never_reach_the_access_log():
     token = "Zx3_abcdefghijklmnopqrstuvwxyz0123456789ABCD"
     assert redact(f"POST /confirm/{token} HTTP/1.1") == "POST /confirm/[token] HTTP/1.1"
     assert redact(f"/api/v1/confirm/{token}?x=1") == "/api/v1/confirm/[token]?x=1"
+    # An appeal's public id opens its status page and its printable letter.
+    public_id = "0de1d64b-e234-480e-bddd-96f12f05594a"
+    assert redact(f"GET /appeal/{public_id}/letter.pdf HTTP/1.1") == (
+        "GET /appeal/[appeal]/letter.pdf HTTP/1.1"
+    )
+    assert redact(f"/api/v1/appeals/{public_id}") == "/api/v1/appeals/[appeal]"
 
     class Config:
         errorlog = "-"
