@@ -54,9 +54,11 @@ dispatcher: $(STAMP)
 ## The first landing's name for the dispatcher.
 sweeper: dispatcher
 
-## Benchmarks (installs Postfix's smtp-sink/smtp-source if missing; needs root for that).
+## Benchmarks (installs Postfix's smtp-sink/smtp-source and wrk if missing; needs root for that).
 bench: $(STAMP) translations
 	$(BIN)/python bench/delivery.py
+	$(BIN)/python bench/submit.py
+	$(BIN)/python bench/letters.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -15,7 +15,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     A test config replaces the last two, so a developer's environment never leaks
     into tests.
     """
-    from campaign import campaigns, cli, config, i18n, users
+    from campaign import campaigns, cli, config, i18n, logs, metrics, users
     from campaign.db import db, migrate
     from campaign.delivery.queue import rq
     from campaign.views import register_views
@@ -54,6 +54,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         hops = int(app.config["TRUSTED_PROXIES"])
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
 
+    logs.init_app(app)
     db.init_app(app)
     migrate.init_app(
         app,
@@ -66,5 +67,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     campaigns.init_app(app)
     users.init_app(app)
     register_views(app)
+    metrics.init_app(app)
     cli.init_app(app)
     return app

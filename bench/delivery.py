@@ -487,6 +487,61 @@ def synthetic(stack: Stack, sink: Sink, count: int) -> dict[str, float]:
     }
 
 
+def signing_cost(redis_url: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """The synthetic phase on SQLite without a DKIM key, then with an RSA-2048 key and
+    with an Ed25519 key (each loaded once per worker process): the rates and their ratio
+    to the unsigned one; and the microseconds one signature costs, in this process."""
+    from flask_migrate import upgrade
+    from redis import Redis
+
+    from campaign import mime
+    from campaign.dkim import create_key
+
+    out: dict[str, Any] = {}
+    sample = mime.build(
+        sender=("Ana García via Org", "appeals@example.org"),
+        reply_to=("Ana García", "ana@example.org"),
+        to=[("Ministro", "ministro@mju.es")],
+        cc=[("Embajada", "emb@maec.es")],
+        subject="Aleksandr Pavlov",
+        text="Texto de la carta.\n" * 40,
+        html="<p>Texto de la carta.</p>" * 40,
+        message_id="<bench@example.org>",
+        date=0.0,
+    )
+    for kind in ("none", "rsa", "ed25519"):
+        folder = workdir / f"dkim-{kind}"
+        env = {}
+        if kind != "none":
+            signer = create_key(str(folder / "keys"), "bench", "example.org", kind=kind)
+            start = time.perf_counter()
+            for _ in range(200):
+                signer.sign(sample)
+            out[f"{kind}_us"] = (time.perf_counter() - start) / 200 * 1e6
+            env = {
+                "DKIM_KEY_FILE": str(folder / "keys" / "dkim.key"),
+                "DKIM_SELECTOR": "bench",
+                "DKIM_DOMAIN": "example.org",
+            }
+        Redis.from_url(redis_url).flushdb()
+        sink = Sink(workdir)
+        stack = Stack(f"sqlite:///{folder / 'bench.db'}", redis_url, sink, args.workers, folder)
+        stack.env.update(env)
+        with stack.app().app_context():
+            upgrade()
+        try:
+            result = synthetic(stack, sink, args.dkim_count)
+        finally:
+            for part in list(stack.procs):
+                stack.stop(part)
+            sink.stop()
+        out[kind] = result["rate"]
+        if kind != "none":
+            signed = sink.dump.read_bytes() if sink.dump.exists() else b""
+            out[f"{kind}_signed"] = signed.count(b"DKIM-Signature: v=1;")
+    return out
+
+
 def postgres_database() -> tuple[str, object] | None:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
@@ -553,6 +608,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--concurrency", type=int, default=16, help="client connections")
     parser.add_argument("--only", choices=("sqlite", "postgresql"), default=None)
+    parser.add_argument("--dkim-count", type=int, default=5_000, help="per DKIM run")
+    parser.add_argument(
+        "--dkim-only", action="store_true", help="only the signed-vs-unsigned synthetic runs"
+    )
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # one line per figure: no migration chatter
 
@@ -565,6 +624,9 @@ def main() -> None:
     broker.start()
     redis_url = f"redis://127.0.0.1:{broker.port}/0"
     try:
+        if args.dkim_only:
+            print_signing(signing_cost(redis_url, args, workdir), args)
+            return
         wires = [wire_rate(workdir, args.count)]
         naive = naive_rate(workdir, redis_url, args.naive_count, args.workers)
         bare = bare_rate(workdir, args.real, args.concurrency)
@@ -623,9 +685,23 @@ def main() -> None:
                 f"duplicates; worker peak RSS {s['rss_mb']:.0f} MB; Redis bytes per queued "
                 f"appeal {s['redis_bytes_per_appeal']:.0f}"
             )
+        print_signing(signing_cost(redis_url, args, workdir), args)
     finally:
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def print_signing(d: dict[str, Any], args: argparse.Namespace) -> None:
+    print(
+        f"DKIM, synthetic on SQLite, {args.dkim_count:,} appeals, {args.workers} workers: "
+        f"unsigned {d['none']:,.0f}/s; RSA-2048 {d['rsa']:,.0f}/s = {d['rsa'] / d['none']:.2f}x "
+        f"unsigned; Ed25519 {d['ed25519']:,.0f}/s = {d['ed25519'] / d['none']:.2f}x (goal >= 0.80)"
+    )
+    print(
+        f"  one signature, 6 KB letter: RSA-2048 {d['rsa_us']:,.0f} us, Ed25519 "
+        f"{d['ed25519_us']:,.0f} us; signed at the sink: {d['rsa_signed']:,} (RSA), "
+        f"{d['ed25519_signed']:,} (Ed25519)"
+    )
 
 
 if __name__ == "__main__":

@@ -9,31 +9,56 @@ Every change of state goes through :func:`campaign.states.move`.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
 
-from . import states
-from .campaigns import Campaign
+from . import snapshots, standing, states
+from .campaigns import Campaign, get_campaign
 from .db import db, utcnow
 from .delivery.queue import wake_dispatcher
-from .exceptions import CampaignClosed, TokenExpired, TokenInvalid
+from .exceptions import (
+    AlreadyConfirmed,
+    CampaignClosed,
+    CampaignPaused,
+    TokenExpired,
+    TokenInvalid,
+)
 from .intake import SupporterInput
-from .models import Appeal, CampaignOption, Delivery, Recipient, Status
+from .letters import fingerprint_for
+from .models import Appeal, Delivery, Recipient, Status
 from .tokens import confirmation_token, issued_since, token_hash
 
 
-def options_for(slug: str) -> CampaignOption:
-    option = db.session.get(CampaignOption, slug)
-    return (
-        option
-        if option is not None
-        else CampaignOption(slug=slug, confirmation_required=True, paused=False)
-    )
+def options_for(slug: str) -> Any:
+    """The campaign's switches, read-only: a snapshot at most two seconds old
+    (:mod:`campaign.snapshots`), so that a submission reads none from the database."""
+    return snapshots.options(slug)
 
 
-def submit(campaign: Campaign, supporter: SupporterInput) -> str:
+def _insert_new() -> Any:
+    """INSERT … ON CONFLICT (campaign, email) DO NOTHING RETURNING id, for this
+    database (SQLite and PostgreSQL both have it), built once."""
+    dialect = db.engine.dialect.name
+    found = _INSERTS.get(dialect)
+    if found is None:
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        found = _INSERTS[dialect] = (
+            insert(Appeal.__table__)
+            .on_conflict_do_nothing(index_elements=["campaign", "email"])
+            .returning(Appeal.__table__.c.id)
+        )
+    return found
+
+
+_INSERTS: dict[str, Any] = {}
+
+
+def submit(campaign: Campaign, supporter: SupporterInput, record: bool = True) -> str:
     """Take a submission; returns the status every valid submission is answered with.
 
     The answer is the same whether or not the address has appealed before, so that no
@@ -42,39 +67,56 @@ def submit(campaign: Campaign, supporter: SupporterInput) -> str:
     changes only through its owner's confirmation (the confirm page lets them edit
     it), and its link is sent again; an appeal already confirmed gets its owner a
     notice. Supporter mail is limited per address and day (``CONFIRMATION_MAILS_PER_DAY``).
+    With ``record`` False (the address had its share of submissions for now) the answer
+    is the same and nothing changes.
     """
     options = options_for(campaign.slug)
-    if options.paused:
+    state = standing.state_of(campaign, options)
+    if state == standing.CLOSED:
         raise CampaignClosed(campaign.slug)
+    if state == standing.PAUSED:
+        raise CampaignPaused(campaign.slug)
     answer = Status.AWAITING_CONFIRMATION if options.confirmation_required else Status.QUEUED
+    if not record:
+        return answer
+    now = utcnow()
+    public_id = str(uuid.uuid4())
+    row = {
+        "public_id": public_id,
+        "campaign": campaign.slug,
+        "name": supporter.name,
+        "email": supporter.email,
+        "language": supporter.language,
+        "country": supporter.country,
+        "message": supporter.message,
+        "locale": supporter.locale,
+        "fingerprint": fingerprint_for(campaign, supporter),
+        "status": Status.AWAITING_CONFIRMATION,
+        "attempts": 0,
+        "token_issued_at": now,
+        "created_at": now,
+        "updated_at": now,
+        "confirm_token_hash": token_hash(
+            confirmation_token(SimpleNamespace(public_id=public_id, token_issued_at=now))
+        ),
+    }
+    # One statement for a new address, and nothing written for a known one: the
+    # unique (campaign, email) decides, also between two submissions at once.
+    new_id = db.session.connection().execute(_insert_new(), row).scalar()
+    if new_id is not None:
+        states.created([new_id], Status.AWAITING_CONFIRMATION)
+        if not options.confirmation_required:
+            _confirmed({"id": new_id}, reason="confirmation switched off for this campaign")
+        db.session.commit()
+        wake_dispatcher()
+        return answer
     existing = db.session.scalar(
         db.select(Appeal).filter_by(campaign=campaign.slug, email=supporter.email)
     )
-    if existing is None:
-        now = utcnow()
-        appeal = Appeal(
-            public_id=str(uuid.uuid4()),
-            campaign=campaign.slug,
-            name=supporter.name,
-            email=supporter.email,
-            language=supporter.language,
-            country=supporter.country,
-            message=supporter.message,
-            status=Status.AWAITING_CONFIRMATION,
-            token_issued_at=now,
-            created_at=now,
-        )
-        appeal.confirm_token_hash = token_hash(confirmation_token(appeal))
-        db.session.add(appeal)
-        try:
-            db.session.flush()
-        except IntegrityError:  # the same address, at the same moment: it exists now
-            db.session.rollback()
-            return answer
-        states.created([appeal.id], Status.AWAITING_CONFIRMATION)
-        if not options.confirmation_required:
-            _confirmed({"id": appeal.id}, reason="confirmation switched off for this campaign")
-    elif existing.status == Status.AWAITING_CONFIRMATION:
+    if existing is None:  # erased since, between the two statements: as if never there
+        db.session.rollback()
+        return answer
+    if existing.status == Status.AWAITING_CONFIRMATION:
         _send_link_again(existing, "submitted again: link sent again")
     elif existing.status != Status.CANCELLED and existing.erased_at is None:
         existing.notice_requested_at = utcnow()
@@ -119,8 +161,9 @@ def _confirmed(
         Status.AWAITING_CONFIRMATION,
         Status.QUEUED,
         reason=reason,
+        # The token's hash stays (until retention): a used link is recognised, and
+        # its owner told that the appeal went, not that the link is broken.
         values={
-            "confirm_token_hash": None,
             "confirmed_at": utcnow(),
             "job_id": None,
             "attempts": 0,
@@ -135,11 +178,16 @@ def _confirmed(
 
 def pending(token: str) -> Appeal:
     """The appeal this token confirms, for its owner to review; raises if there is
-    none awaiting confirmation, and :class:`TokenExpired` if the link is too old."""
+    none awaiting confirmation (:class:`AlreadyConfirmed` if it was confirmed), and
+    :class:`TokenExpired` if the link is too old."""
     if not token or len(token) > 128:
         raise TokenInvalid(token[:16])
     appeal = db.session.scalar(db.select(Appeal).filter_by(confirm_token_hash=token_hash(token)))
-    if appeal is None or appeal.status != Status.AWAITING_CONFIRMATION:
+    if appeal is not None and appeal.status != Status.AWAITING_CONFIRMATION:
+        if appeal.confirmed_at is not None:
+            raise AlreadyConfirmed(appeal.public_id)
+        raise TokenInvalid(token[:16])
+    if appeal is None:
         raise TokenInvalid(token[:16])
     if link_expired(appeal):
         raise TokenExpired(token[:16])
@@ -149,7 +197,8 @@ def pending(token: str) -> Appeal:
 def confirm(token: str, edited: SupporterInput | None = None) -> Any:
     """Confirm the appeal this token belongs to, with its owner's last edits if any.
     Returns its (id, public_id, campaign, status); a token that matches no appeal
-    awaiting confirmation (used twice, say) raises, and so does an expired one."""
+    awaiting confirmation (used twice, say) raises, and so does an expired one, and
+    so does a campaign closed since the appeal was written (:class:`CampaignClosed`)."""
     if not token or len(token) > 128:
         raise TokenInvalid(token[:16])
     changes: dict[str, Any] = {}
@@ -160,6 +209,8 @@ def confirm(token: str, edited: SupporterInput | None = None) -> Any:
             "country": edited.country,
             "message": edited.message,
         }
+        if edited.locale:  # the language they confirmed in speaks to them from now on
+            changes["locale"] = edited.locale
     moved = _confirmed(
         {"confirm_token_hash": token_hash(token)},
         reason="confirmed by supporter",
@@ -170,9 +221,37 @@ def confirm(token: str, edited: SupporterInput | None = None) -> Any:
         db.session.rollback()
         pending(token)  # raises TokenExpired for a link that is only too old
         raise TokenInvalid(token[:16])
+    campaign = get_campaign(moved[0].campaign)
+    if standing.state_of(campaign, options_for(campaign.slug)) == standing.CLOSED:
+        db.session.rollback()  # nothing goes in their name after the campaign closed
+        raise CampaignClosed(campaign.slug)
+    if edited is not None:  # their own words now: the letter's text may have changed
+        db.session.execute(
+            update(Appeal)
+            .where(Appeal.id == moved[0].id)
+            .values(fingerprint=fingerprint_for(campaign, edited))
+        )
     db.session.commit()
     wake_dispatcher()
     return moved[0]
+
+
+def same_letters(slug: str, fingerprint: str, email: str) -> int:
+    """How many others in this campaign wrote the letter with this fingerprint (their
+    own name aside): for the preview, which invites a sentence of one's own."""
+    return int(
+        db.session.scalar(
+            db.select(db.func.count())
+            .select_from(Appeal)
+            .where(
+                Appeal.campaign == slug,
+                Appeal.fingerprint == fingerprint,
+                Appeal.email != email,
+                Appeal.status != Status.CANCELLED,
+            )
+        )
+        or 0
+    )
 
 
 def counts_by_status() -> dict[str, int]:
@@ -196,13 +275,20 @@ STEERING: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
-def steer(action: str, by: str, appeal_ids: list[int] | None = None) -> int:
-    """Apply a manager's action to the given appeals (all that it applies to if None).
+def steer(
+    action: str, by: str, appeal_ids: list[int] | None = None, where: Sequence[Any] | None = None
+) -> int:
+    """Apply a manager's action to the given appeals (all that it applies to if None),
+    or to those that meet the SQL conditions ``where`` (the console's filters).
 
     Appeals being sent right now are never touched: ``sending`` is in no action's
     sources. Returns how many moved; the dispatcher picks up the ones now due.
     """
     sources, target = STEERING[action]
+    if where is not None:
+        appeal_ids = list(
+            db.session.scalars(db.select(Appeal.id).where(*where, Appeal.status.in_(sources)))
+        )
     values: dict[str, object] = {}
     if target == Status.QUEUED:
         # A fresh start: due now, with its full number of attempts.
@@ -213,13 +299,15 @@ def steer(action: str, by: str, appeal_ids: list[int] | None = None) -> int:
             appeal_ids, sources, target, reason=f"{action} by {by}", values=values
         )
     ]
-    if action == "retry" and moved:
+    if action == "retry":
         # The copies that failed get a fresh start too; accepted ones never go twice.
-        db.session.execute(
-            update(Recipient)
-            .where(Recipient.appeal_id.in_(moved), Recipient.status == Delivery.FAILED)
-            .values(status=Delivery.PENDING, attempts=0, next_attempt_at=None)
-        )
+        for start in range(0, len(moved), states.CHUNK):  # SQLite: 32,766 values at most
+            chunk = moved[start : start + states.CHUNK]
+            db.session.execute(
+                update(Recipient)
+                .where(Recipient.appeal_id.in_(chunk), Recipient.status == Delivery.FAILED)
+                .values(status=Delivery.PENDING, attempts=0, next_attempt_at=None)
+            )
     db.session.commit()
     if moved and target == Status.QUEUED:
         wake_dispatcher()

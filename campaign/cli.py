@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from .db import db
 from .exceptions import InvalidInput
@@ -13,6 +13,61 @@ from .models import Role, User
 users_cli = AppGroup("users", help="Staff accounts (managers and admins).")
 capture_cli = AppGroup("capture", help="The local mail capture.")
 appeals_cli = AppGroup("appeals", help="The send queue: dispatcher and synthetic load.")
+dkim_cli = AppGroup("dkim", help="The DKIM key that signs every mail (campaign/dkim.py).")
+
+
+@dkim_cli.command("init")
+@click.option("--selector", required=True, help="The DNS selector, e.g. appeals2026.")
+@click.option("--domain", required=True, help="The signing domain: the sender address's.")
+@click.option("--algorithm", type=click.Choice(["rsa", "ed25519"]), default="rsa")
+@click.option("--force", is_flag=True, help="Replace an existing key.")
+def dkim_init_command(selector: str, domain: str, algorithm: str, force: bool) -> None:
+    """Create a signing key in the instance folder (mode 0600), then print its record."""
+    from .dkim import DkimError, create_key, key_path
+
+    try:
+        signer = create_key(
+            current_app.instance_path, selector, domain, kind=algorithm, force=force
+        )
+    except DkimError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"key written to {key_path({}, current_app.instance_path)}; publish:", err=True)
+    click.echo(signer.dns_line())
+
+
+@dkim_cli.command("dns")
+def dkim_dns_command() -> None:
+    """Print the DNS record to publish, as one line."""
+    from .dkim import DkimError, current_signer
+
+    try:
+        signer = current_signer()
+    except DkimError as e:
+        raise click.ClickException(str(e)) from e
+    if signer is None:
+        raise click.ClickException("no DKIM key: run flask --app app dkim init first")
+    click.echo(signer.dns_line())
+
+
+@click.command("doctor")
+@with_appcontext
+@click.option(
+    "--nameserver",
+    default=None,
+    help="Ask this DNS server (default: DOCTOR_NAMESERVER, else the system's).",
+)
+def doctor_command(nameserver: str | None) -> None:
+    """Check, before a campaign starts, that its mail will be delivered."""
+    from .doctor import run_checks
+
+    results = run_checks(nameserver=nameserver)
+    for check in results:
+        click.echo(check.line())
+    failed = [c for c in results if c.failed]
+    if failed:
+        click.echo(f"{len(failed)} check(s) failed.")
+        raise SystemExit(1)
+    click.echo("All checks passed.")
 
 
 @appeals_cli.command("dispatch")
@@ -165,3 +220,5 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(users_cli)
     app.cli.add_command(capture_cli)
     app.cli.add_command(appeals_cli)
+    app.cli.add_command(dkim_cli)
+    app.cli.add_command(doctor_command)

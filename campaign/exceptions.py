@@ -24,7 +24,12 @@ class InvalidInput(CampaignError, ValueError):
 
 
 class CampaignClosed(CampaignError):
-    """The campaign is paused; appeals are not taken."""
+    """The campaign takes no appeals: closed by an admin or at its deadline (for good),
+    or, as :class:`CampaignPaused`, paused for now."""
+
+
+class CampaignPaused(CampaignClosed):
+    """The campaign is paused: it takes no new appeals for now; try again later."""
 
 
 class TokenInvalid(CampaignError, LookupError):
@@ -33,6 +38,14 @@ class TokenInvalid(CampaignError, LookupError):
 
 class TokenExpired(TokenInvalid):
     """A confirmation token older than ``CONFIRM_TOKEN_DAYS``."""
+
+
+class AlreadyConfirmed(TokenInvalid):
+    """A confirmation token used already: its appeal was confirmed (``public_id``)."""
+
+    def __init__(self, public_id: str) -> None:
+        super().__init__("already confirmed")
+        self.public_id = public_id
 
 
 class RelayRefused(CampaignError, OSError):

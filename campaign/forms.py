@@ -1,8 +1,12 @@
 """HTML forms (Flask-WTF gives them CSRF protection). Validation of supporter
-input is done once, in :mod:`campaign.intake`, for the form and the API alike."""
+input is done once, in :mod:`campaign.intake`, for the form and the API alike.
+
+The supporter's forms speak the interface language (lazy strings, translated when a
+page renders them); the staff's forms are in English."""
 
 from __future__ import annotations
 
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
@@ -20,37 +24,46 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional
 from .intake import MESSAGE_MAX, NAME_MAX
 from .settings import SECURITY_CHOICES
 
+SEND_MY_APPEAL = _l("Send my appeal")
+"""The button that sends an appeal, on the form and on the confirm page. The confirmation
+mail names it, so it reads the same there in every language (one msgid)."""
+
+YOUR_NAME = _l("Your name")
+YOUR_EMAIL = _l("Your e-mail")
+LETTER_LANGUAGE = _l("Language of the letter")
+YOUR_COUNTRY = _l("Your country")
+OWN_SENTENCE = _l("A sentence of your own (optional)")
+
 
 class AppealForm(FlaskForm):
-    name = StringField("Your name", render_kw={"autocomplete": "name", "maxlength": NAME_MAX})
-    email = EmailField("Your e-mail", render_kw={"autocomplete": "email", "maxlength": 254})
+    name = StringField(YOUR_NAME, render_kw={"autocomplete": "name", "maxlength": NAME_MAX})
+    email = EmailField(YOUR_EMAIL, render_kw={"autocomplete": "email", "maxlength": 254})
     # Choices are checked by campaign.intake with a clearer message (and a 422).
-    language = SelectField("Language of the letter", choices=[], validate_choice=False)
-    country = SelectField("Your country", choices=[], validate_choice=False)
-    message = TextAreaField(
-        "A sentence of your own (optional)", render_kw={"maxlength": MESSAGE_MAX, "rows": 3}
-    )
-    consent = BooleanField("Send this appeal in my name")
-    preview = SubmitField("Preview my appeal")
-    send = SubmitField("Send my appeal")
+    language = SelectField(LETTER_LANGUAGE, choices=[], validate_choice=False)
+    country = SelectField(YOUR_COUNTRY, choices=[], validate_choice=False)
+    message = TextAreaField(OWN_SENTENCE, render_kw={"maxlength": MESSAGE_MAX, "rows": 3})
+    consent = BooleanField(_l("Send this appeal in my name"))
+    preview = SubmitField(_l("Preview my appeal"))
+    send = SubmitField(SEND_MY_APPEAL)
 
 
 class ConfirmForm(FlaskForm):
     """The owner's last look at the letter: they may change it before sending."""
 
-    name = StringField("Your name", render_kw={"autocomplete": "name", "maxlength": NAME_MAX})
-    language = SelectField("Language of the letter", choices=[], validate_choice=False)
-    country = SelectField("Your country", choices=[], validate_choice=False)
-    message = TextAreaField(
-        "A sentence of your own (optional)", render_kw={"maxlength": MESSAGE_MAX, "rows": 3}
-    )
-    preview = SubmitField("Preview my changes")
-    submit = SubmitField("Send my appeal")
+    name = StringField(YOUR_NAME, render_kw={"autocomplete": "name", "maxlength": NAME_MAX})
+    language = SelectField(LETTER_LANGUAGE, choices=[], validate_choice=False)
+    country = SelectField(YOUR_COUNTRY, choices=[], validate_choice=False)
+    message = TextAreaField(OWN_SENTENCE, render_kw={"maxlength": MESSAGE_MAX, "rows": 3})
+    preview = SubmitField(_l("Preview my changes"))
+    submit = SubmitField(SEND_MY_APPEAL)
 
 
 class ResendForm(FlaskForm):
-    email = EmailField("Your e-mail", render_kw={"autocomplete": "email", "maxlength": 254})
-    send = SubmitField("Send me the link again")
+    email = EmailField(YOUR_EMAIL, render_kw={"autocomplete": "email", "maxlength": 254})
+    send = SubmitField(_l("Send me the link again"))
+
+
+# Staff forms (/login, /manage, /admin) stay in English.
 
 
 class LoginForm(FlaskForm):

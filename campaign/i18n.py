@@ -10,8 +10,10 @@ every page and mail in German.
 from __future__ import annotations
 
 import os
+from datetime import date, datetime
 
-from flask import Flask, Response, g, request
+from babel.dates import format_date
+from flask import Flask, Response, g, has_request_context, request
 from flask_babel import Babel, get_locale
 
 INTERFACE_LANGUAGES = ("en", "es", "fr", "de", "it", "pt", "ca", "nl")
@@ -45,6 +47,8 @@ def supported(code: str | None) -> str | None:
 
 
 def select_locale() -> str:
+    if not has_request_context():  # a worker or a command: mail uses force_locale
+        return DEFAULT
     asked = supported(request.args.get(COOKIE))
     if asked:
         g.remember_language = asked
@@ -62,10 +66,18 @@ def current_language() -> str:
     return str(locale.language) if locale is not None else DEFAULT
 
 
+def long_date(day: date | datetime) -> str:
+    """A date as the interface language writes it in a sentence: "5 September 2013",
+    "5 de septiembre de 2013", "5. September 2013" (British order for English)."""
+    language = current_language()
+    return format_date(day, "long", locale="en_GB" if language == DEFAULT else language)
+
+
 def init_app(app: Flask) -> None:
     app.config.setdefault("BABEL_DEFAULT_LOCALE", DEFAULT)
     app.config["BABEL_TRANSLATION_DIRECTORIES"] = TRANSLATIONS
     babel.init_app(app, locale_selector=select_locale)
+    app.jinja_env.filters["long_date"] = long_date
 
     @app.context_processor
     def languages() -> dict[str, object]:

@@ -2,20 +2,28 @@
 
 Every field can be hostile. Anything that could end up in a mail header is
 refused if it holds a control character, so a name can never add a header.
+
+Messages are in the supporter's interface language (Flask-Babel; English outside a
+request); the field names they are keyed by never change.
 """
 
 from __future__ import annotations
 
+import gettext
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import pycountry
+from babel import Locale
 from email_validator import EmailNotValidError, validate_email
+from flask_babel import gettext as _
 
 from .campaigns import Campaign
 from .exceptions import InvalidInput
+from .i18n import INTERFACE_LANGUAGES, current_language, supported
 
 NAME_MAX = 120
 EMAIL_MAX = 254
@@ -33,6 +41,8 @@ class SupporterInput:
     language: str
     country: str
     message: str | None
+    locale: str | None = None
+    """The supporter's interface language: their mail and pages speak it."""
 
 
 NAME_FORBIDDEN = "<>@"
@@ -64,16 +74,16 @@ def _text(
     value = data.get(key)
     if value is None or (isinstance(value, str) and value.strip() == ""):
         if required:
-            errors[key] = "This field is required."
+            errors[key] = _("This field is required.")
         return None
     if not isinstance(value, str):
-        errors[key] = "Must be text."
+        errors[key] = _("Must be text.")
         return None
     value = unicodedata.normalize("NFC", value.strip())
     # Browsers count a line break as one character but submit it as CRLF.
     value = value.replace("\r\n", "\n").replace("\r", "\n")
     if len(value) > maximum:
-        errors[key] = f"Must be at most {maximum} characters."
+        errors[key] = _("Must be at most %(maximum)s characters.", maximum=maximum)
         return None
     return value
 
@@ -84,14 +94,43 @@ def country_name(code: str) -> str | None:
     return found.name if found else None
 
 
-def countries() -> list[tuple[str, str]]:
-    """All ISO 3166-1 countries as (alpha-2, name), sorted by name."""
-    return sorted(((c.alpha_2, c.name) for c in pycountry.countries), key=lambda c: c[1])
+def _collation_key(name: str) -> str:
+    """Sort "Österreich" with the O's and "Émirats" with the E's."""
+    decomposed = unicodedata.normalize("NFKD", name)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+@cache
+def countries(language: str = "en") -> list[tuple[str, str]]:
+    """All ISO 3166-1 countries as (alpha-2, name) in ``language`` (pycountry's
+    iso3166-1 catalogue; English where it has no name), sorted by name."""
+    names = gettext.translation(
+        "iso3166-1", pycountry.LOCALES_DIR, languages=[language], fallback=True
+    )
+    return sorted(
+        ((c.alpha_2, names.gettext(c.name)) for c in pycountry.countries),
+        key=lambda c: _collation_key(c[1]),
+    )
 
 
 def language_name(code: str) -> str | None:
     found = pycountry.languages.get(alpha_2=code) if len(code) == 2 and code.isascii() else None
     return found.name if found else None
+
+
+@cache
+def language_name_in(code: str, language: str, capitalised: bool = True) -> str | None:
+    """A language's name in another (``es`` in French: "espagnol"), capitalised for a
+    list entry ("Espagnol") unless asked not to; None for a code neither Babel nor
+    ISO 639 knows."""
+    try:
+        name = Locale.parse(language).languages.get(code)
+    except (ValueError, TypeError):
+        name = None
+    name = name or language_name(code)
+    if name and capitalised:
+        name = name[:1].upper() + name[1:]
+    return name
 
 
 def normalise_email(value: str, check_deliverability: bool) -> str:
@@ -111,21 +150,28 @@ def normalise_email(value: str, check_deliverability: bool) -> str:
 
 
 def parse_supporter(
-    data: Mapping[str, Any], campaign: Campaign, check_deliverability: bool = False
+    data: Mapping[str, Any],
+    campaign: Campaign,
+    check_deliverability: bool = False,
+    locale: str | None = None,
 ) -> SupporterInput:
-    """Validate raw input; raise :class:`InvalidInput` listing every bad field at once."""
+    """Validate raw input; raise :class:`InvalidInput` listing every bad field at once.
+
+    ``locale`` is the interface language to store with the appeal; an optional
+    ``"locale"`` in the data (the JSON API's) takes its place.
+    """
     if not isinstance(data, Mapping):
-        raise InvalidInput({"_": "Expected a JSON object."})
+        raise InvalidInput({"_": _("Expected a JSON object.")})
     errors: dict[str, str] = {}
 
     name = _text(data, "name", errors, maximum=NAME_MAX)
     if name is not None and (_has_control(name) or _has_format(name)):
-        errors["name"] = "The name must be a single line without control characters."
+        errors["name"] = _("The name must be a single line without control characters.")
         name = None
     elif name is not None and any(c in name for c in NAME_FORBIDDEN):
         # A name like "Ministro de Justicia <ministro@mju.es>" would pose as an address
         # in the From line of the appeal it signs.
-        errors["name"] = "The name may not contain <, > or @."
+        errors["name"] = _("The name may not contain <, > or @.")
         name = None
 
     email = _text(data, "email", errors, maximum=EMAIL_MAX)
@@ -133,7 +179,7 @@ def parse_supporter(
         try:
             email = normalise_email(email, check_deliverability)
         except EmailNotValidError as e:
-            errors["email"] = str(e)
+            errors["email"] = email_error(e)
             email = None
 
     language = _text(data, "language", errors, maximum=8)
@@ -141,11 +187,17 @@ def parse_supporter(
         language = language.lower()
         if language not in campaign.languages:
             offered = ", ".join(campaign.languages)
-            known = language_name(language)
+            known = language_name(language) and language_name_in(
+                language, current_language(), capitalised=False
+            )
             errors["language"] = (
-                f"Letters in {known} are not available yet; choose one of: {offered}."
+                _(
+                    "Letters in %(language)s are not available yet; choose one of: %(offered)s.",
+                    language=known,
+                    offered=offered,
+                )
                 if known
-                else f"Unknown language code; choose one of: {offered}."
+                else _("Unknown language code; choose one of: %(offered)s.", offered=offered)
             )
             language = None
 
@@ -153,23 +205,48 @@ def parse_supporter(
     if country is not None:
         country = country.upper()
         if country_name(country) is None:
-            errors["country"] = "Unknown country; use an ISO 3166-1 alpha-2 code such as GB."
+            errors["country"] = _("Unknown country; use an ISO 3166-1 alpha-2 code such as GB.")
             country = None
 
     message = _text(data, "message", errors, required=False, maximum=MESSAGE_MAX)
     if message is not None and _has_control(message, allow_newline=True):
-        errors["message"] = "The message contains control characters."
+        errors["message"] = _("The message contains control characters.")
         message = None
 
     consent = data.get("consent")
     if isinstance(consent, str):
         consent = consent.strip().lower() in _TRUE_STRINGS
     if consent is not True:
-        errors["consent"] = "Please agree that we send this appeal in your name."
+        errors["consent"] = _("Please agree that we send this appeal in your name.")
+
+    if "locale" in data and data["locale"] is not None:
+        asked = data["locale"]
+        chosen = supported(asked) if isinstance(asked, str) and len(asked) <= 35 else None
+        if chosen is None:
+            errors["locale"] = _(
+                "Unknown interface language; choose one of: %(offered)s.",
+                offered=", ".join(INTERFACE_LANGUAGES),
+            )
+        locale = chosen
+    elif locale is not None:
+        locale = supported(locale)
 
     if errors:
         raise InvalidInput(errors)
     assert name and email and language and country
     return SupporterInput(
-        name=name, email=email, language=language, country=country, message=message or None
+        name=name,
+        email=email,
+        language=language,
+        country=country,
+        message=message or None,
+        locale=locale,
     )
+
+
+def email_error(error: EmailNotValidError) -> str:
+    """email-validator says precisely what is wrong, in English: English pages show
+    its words; other languages a sentence of their own."""
+    if current_language() == "en":
+        return str(error)
+    return _("Please enter a valid e-mail address, such as name@example.org.")

@@ -1,18 +1,34 @@
-"""Personalised letters rendered from ``templates/email/<slug>/<language>/``."""
+"""Personalised letters, each its own: from a campaign's wording files
+(``templates/email/<slug>/<language>.toml``, read by :mod:`campaign.campaigns`).
+
+Every paragraph has several faithful phrasings and there are a few subject lines. A
+supporter gets one of each, chosen from independent bits of a hash of their e-mail
+address: the same supporter always gets the same letter (the preview is what goes),
+and two supporters rarely get the same one (mailbox rules set identical letters
+aside). A letter in a language other than the campaign's ``copy_language`` carries
+its version in that language below it, with the same choices, so that the
+addressees can read every appeal.
+
+The text is joined here; the HTML goes through one thin layout,
+``templates/email/_letter.html``. Both are built once per call from parsed data.
+"""
 
 from __future__ import annotations
 
 import gettext
 import hashlib
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Protocol
+from typing import Any, Protocol
 
 import pycountry
 from flask import current_app
-from jinja2 import Environment, Template, select_autoescape
+from jinja2 import Environment, select_autoescape
+from markupsafe import Markup, escape
 
-from .campaigns import Addressee, Campaign
+from .campaigns import Addressee, Campaign, Phrasing, Wording
 from .models import Diplomat
 
 SUBJECT_MAX = 200
@@ -61,29 +77,18 @@ def country_name_in(code: str, language: str) -> str:
     return _country_translation(language).gettext(name)
 
 
-def variant_of(seed: str) -> int:
-    """A stable small number per supporter, so wording varies but re-renders are identical."""
-    return int.from_bytes(hashlib.sha256(seed.encode()).digest()[:4], "big")
+def diplomats_for(campaign: Campaign, country: str) -> list[Any]:
+    return list(diplomats_of(campaign).get(country, ()))
 
 
-def diplomats_for(campaign: Campaign, country: str) -> list[Diplomat]:
-    return diplomats_of(campaign).get(country, [])
-
-
-def diplomats_of(campaign: Campaign) -> dict[str, list[Diplomat]]:
-    """The campaign's diplomats, by the country they are accredited to, in one query."""
+def diplomats_of(campaign: Campaign) -> Mapping[str, Sequence[Any]]:
+    """The campaign's diplomats, by the country they are accredited to: a snapshot
+    at most two seconds old (:mod:`campaign.snapshots`)."""
     if not campaign.diplomats_of:
         return {}
-    from .db import db
+    from . import snapshots
 
-    by_country: dict[str, list[Diplomat]] = {}
-    for diplomat in db.session.scalars(
-        db.select(Diplomat)
-        .where(Diplomat.target_state == campaign.diplomats_of)
-        .order_by(Diplomat.country, Diplomat.name)
-    ):
-        by_country.setdefault(diplomat.country, []).append(diplomat)
-    return by_country
+    return snapshots.diplomats(campaign.diplomats_of)
 
 
 def copies_for(campaign: Campaign, language: str, diplomats: list[Diplomat]) -> list[Copy]:
@@ -107,17 +112,148 @@ def letters_env() -> Environment:
     return env
 
 
-def _templates(slug: str, language: str) -> tuple[Template, Template, Template]:
-    """The letter's three templates, looked up once per campaign and language."""
-    cache = current_app.extensions.setdefault("letter_templates", {})
-    found = cache.get((slug, language))
-    if found is None:
-        env = letters_env()
-        base = f"email/{slug}/{language}/"
-        found = cache[(slug, language)] = tuple(
-            env.get_template(base + part) for part in ("subject.txt", "letter.txt", "letter.html")
+def choices_of(seed: str, wording: Wording) -> tuple[int, tuple[int, ...]]:
+    """The subject line and the phrasing of each paragraph for this supporter: each
+    from two bytes of its own of SHAKE-256(seed), so that no choice predicts another."""
+    count = 1 + len(wording.paragraphs)
+    digest = hashlib.shake_256(seed.encode()).digest(2 * count)
+    picks = [int.from_bytes(digest[i : i + 2], "big") for i in range(0, 2 * count, 2)]
+    return picks[0] % len(wording.subjects), tuple(
+        pick % len(phrasings) for pick, phrasings in zip(picks[1:], wording.paragraphs, strict=True)
+    )
+
+
+@dataclass(frozen=True)
+class Version:
+    """The letter in one language, as the text and the HTML layout use it."""
+
+    language: str
+    salutation: str
+    paragraphs: tuple[Phrasing, ...]
+    message_lines: tuple[str, ...]
+    closing: str
+    name: str
+    country_name: str
+    copies_label: str
+    copies: str
+    heading: str = ""
+
+    def text(self) -> str:
+        parts = [self.salutation, *(p.text for p in self.paragraphs)]
+        if self.message_lines:
+            parts.append("\n".join(self.message_lines))
+        parts += [self.closing, f"{self.name}\n{self.country_name}"]
+        if self.copies:
+            parts.append(f"{self.copies_label} {self.copies}")
+        return "\n\n".join(parts) + "\n"
+
+    def html(self) -> Markup:
+        """The same, as HTML paragraphs. Built here rather than in Jinja: a letter has
+        some forty pieces, and a template would take as long as the rest of the
+        delivery worker's rendering to join them. Every piece is escaped."""
+        e = escape
+        parts = [f"<p>{e(self.salutation)}</p>", *(f"<p>{p.html}</p>" for p in self.paragraphs)]
+        if self.message_lines:
+            parts.append("<p>" + "<br>\n".join(map(e, self.message_lines)) + "</p>")
+        parts += [f"<p>{e(self.closing)}</p>", f"<p>{e(self.name)}<br>{e(self.country_name)}</p>"]
+        if self.copies:
+            parts.append(f"{COPIES_STYLE}{e(self.copies_label)} {e(self.copies)}</p>")
+        return Markup("\n".join(parts))  # noqa: S704 - each part escaped above
+
+
+COPIES_STYLE = '<p style="font-size: 14px; color: #444;">'
+COPY_RULE = "\n* * *\n\n"
+"""Between a letter and its version in the campaign's ``copy_language``."""
+
+
+def _version(
+    campaign: Campaign,
+    language: str,
+    paragraph_choices: tuple[int, ...],
+    *,
+    name: str,
+    country: str,
+    message: str | None,
+    diplomats: list[Diplomat],
+    heading: str = "",
+) -> Version:
+    wording = campaign.wordings[language]
+    return Version(
+        language=language,
+        salutation=campaign.to.salutation_in(language) + wording.salutation_end,
+        paragraphs=tuple(p[c] for p, c in zip(wording.paragraphs, paragraph_choices, strict=True)),
+        message_lines=tuple(message.splitlines()) if message else (),
+        closing=wording.closing,
+        name=name,
+        country_name=country_name_in(country, language),
+        copies_label=wording.copies_label,
+        copies="; ".join(
+            f"{c.name}, {c.title}" if c.title else c.name
+            for c in copies_for(campaign, language, diplomats)
+        ),
+        heading=heading,
+    )
+
+
+def _versions(
+    campaign: Campaign,
+    *,
+    name: str,
+    language: str,
+    country: str,
+    message: str | None,
+    seed: str,
+    diplomats: list[Diplomat],
+) -> tuple[str, Version, Version | None]:
+    """The subject, the letter, and its version in the campaign's copy language if
+    it is written in another."""
+    wording = campaign.wordings[language]
+    subject, paragraphs = choices_of(seed, wording)
+    person = {"name": name, "country": country, "message": message, "diplomats": diplomats}
+    letter = _version(campaign, language, paragraphs, **person)
+    copy = None
+    other = campaign.copy_language
+    if other and other != language:
+        heading = campaign.wordings[other].copy_heading
+        copy = _version(campaign, other, paragraphs, heading=heading, **person)
+    return wording.subjects[subject], letter, copy
+
+
+SLOT = re.compile("\x00(title|letter|copy)\x00")
+"""Where :func:`_frame` leaves a place to fill in the rendered layout."""
+
+
+def _frame(campaign: Campaign, language: str) -> tuple[str, ...]:
+    """The layout ``email/_letter.html`` for a letter in this language, rendered once
+    with a mark where the subject and the letter's versions go, and split there:
+    even items are layout, odd ones the names of what goes between. Filling it is a
+    join, a tenth of what rendering the template for every letter would cost."""
+    frames = current_app.extensions.setdefault("letter_frames", {})
+    frame = frames.get((campaign.slug, language))
+    if frame is None:
+        other = campaign.copy_language if campaign.copy_language != language else None
+        mark = {slot: Markup(f"\x00{slot}\x00") for slot in ("title", "letter", "copy")}  # noqa: S704
+        rendered = (
+            letters_env()
+            .get_template("email/_letter.html")
+            .render(
+                title=mark["title"],
+                language=language,
+                letter=mark["letter"],
+                copy=mark["copy"] if other else None,
+                copy_language=other,
+                copy_heading=campaign.wordings[other].copy_heading if other else "",
+            )
         )
-    return found  # type: ignore[no-any-return]
+        frame = frames[(campaign.slug, language)] = tuple(SLOT.split(rendered))
+    return frame  # type: ignore[no-any-return]
+
+
+def letter_text(letter: Version, copy: Version | None) -> str:
+    text = letter.text()
+    if copy is not None:
+        text += f"{COPY_RULE}{copy.heading}\n\n{copy.text()}"
+    return text
 
 
 def render_letter(
@@ -132,36 +268,41 @@ def render_letter(
     diplomats: list[Diplomat],
     org_name: str,
 ) -> Letter:
-    """Render subject, text and HTML for one supporter. HTML is autoescaped."""
+    """Render subject, text and HTML for one supporter. HTML is autoescaped.
+
+    ``email`` and ``org_name`` are not in the letter (the envelope has them); they are
+    here so that every caller passes the same description of an appeal."""
+    subject, letter, copy = _versions(
+        campaign,
+        name=name,
+        language=language,
+        country=country,
+        message=message,
+        seed=seed,
+        diplomats=diplomats,
+    )
+    subject = subject[:SUBJECT_MAX]  # one line already (campaigns.py); no-break spaces kept
+    filling = {"title": escape(subject), "letter": letter.html(), "copy": copy and copy.html()}
+    frame = _frame(campaign, language)
+    html = "".join(part if i % 2 == 0 else filling[part] for i, part in enumerate(frame))
     to: Addressee = campaign.to
-    copies = copies_for(campaign, language, diplomats)
-    context = {
-        "campaign": campaign,
-        "addressee": to,
-        "salutation": to.salutation_in(language),
-        "copies": copies,
-        "supporter": {
-            "name": name,
-            "email": email,
-            "country": country,
-            "country_name": country_name_in(country, language),
-            "message": message,
-        },
-        "language": language,
-        "variant": variant_of(seed),
-        "org_name": org_name,
-    }
-    subject_template, text_template, html_template = _templates(campaign.slug, language)
-    subject = " ".join(subject_template.render(context).split())[:SUBJECT_MAX]
-    text = text_template.render(context).strip() + "\n"
-    html = html_template.render(context)
     return Letter(
         subject=subject,
-        text=text,
+        text=letter_text(letter, copy),
         html=html,
         to=(Recipient(to.name, to.email),),
-        cc=tuple(Recipient(c.name, c.email) for c in copies if c.email),
+        cc=tuple(
+            Recipient(c.name, c.email) for c in copies_for(campaign, language, diplomats) if c.email
+        ),
     )
+
+
+def fingerprint(text: str, name: str) -> str:
+    """The letter's text without the supporter's name, hashed: equal for two supporters
+    whose letters differ only in the signature. The name is taken out where the letter
+    puts it, the lines that are the name alone, not wherever its letters occur."""
+    kept = "\n".join(line for line in text.split("\n") if line != name)
+    return hashlib.sha256(kept.encode()).hexdigest()[:32]
 
 
 class Writer(Protocol):
@@ -172,6 +313,24 @@ class Writer(Protocol):
     language: str
     country: str
     message: str | None
+
+
+def fingerprint_for(
+    campaign: Campaign, writer: Writer, diplomats: list[Diplomat] | None = None
+) -> str:
+    """The :func:`fingerprint` of this supporter's letter, without rendering its HTML."""
+    if diplomats is None:
+        diplomats = diplomats_for(campaign, writer.country)
+    _, letter, copy = _versions(
+        campaign,
+        name=writer.name,
+        language=writer.language,
+        country=writer.country,
+        message=writer.message,
+        seed=writer.email,
+        diplomats=diplomats,
+    )
+    return fingerprint(letter_text(letter, copy), writer.name)
 
 
 def letter_for(

@@ -14,9 +14,11 @@ from typing import Any
 
 from flask import current_app, url_for
 
-from . import mime
+from . import dkim, mime
 from .campaigns import get_campaign
-from .letters import letter_for, letters_env
+from .forms import SEND_MY_APPEAL
+from .i18n import current_language
+from .letters import letter_for
 from .models import Diplomat
 from .settings import RelaySettings
 
@@ -81,7 +83,7 @@ def appeal_message(
         date=written.timestamp() if written else None,
     )
     recipients = [address for _, address in (*to, *cc)]
-    return Outgoing(relay.sender, recipients, data, message_id, to, cc)
+    return Outgoing(relay.sender, recipients, dkim.sign(data), message_id, to, cc)
 
 
 def _unique(mailboxes: list[Mailbox], seen: set[str]) -> list[Mailbox]:
@@ -94,10 +96,50 @@ def _unique(mailboxes: list[Mailbox], seen: set[str]) -> list[Mailbox]:
     return out
 
 
+TEST_MARK = "[TEST] "
+"""How a test-mode appeal's subject begins (:mod:`campaign.sending`)."""
+
+_REPLACED_IN_TEST = (b"to", b"cc", b"bcc")
+
+
+def staff_copy(message: Outgoing, staff: str, instead_of: list[str]) -> Outgoing:
+    """Test mode: the same letter to ``staff`` and nobody else. The envelope and the To
+    header name that address alone, Cc goes, the subject starts with ``[TEST] `` and an
+    ``X-Appeal-Test`` header lists the addressees it stands in for. The body is the
+    letter as it is (it names its addressees: that is what is being tested)."""
+    # The addressees' signature goes: the staff copy is signed anew below.
+    head, _, body = dkim.strip_signature(message.data).partition(b"\r\n\r\n")
+    lines: list[bytes] = []
+    dropping = False
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t"):  # a folded header's next line
+            if not dropping:
+                lines.append(line)
+            continue
+        name = line.partition(b":")[0].strip().lower()
+        dropping = name in _REPLACED_IN_TEST
+        if dropping:
+            continue
+        if name == b"subject":
+            line = b"Subject: " + TEST_MARK.encode() + line[len(b"Subject:") :].lstrip()
+        lines.append(line)
+    lines.insert(1, b"To: " + staff.encode("ascii", "replace"))  # after From, as mime.build
+    stands_for = mime.address_list([("", a) for a in instead_of], len("X-Appeal-Test: for "))
+    lines.append(b"X-Appeal-Test: for " + stands_for.encode("ascii", "replace"))
+    data = dkim.sign(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+    return Outgoing(message.envelope_from, [staff], data, message.message_id, [("", staff)], [])
+
+
 def confirm_url(token: str) -> str:
     """The link for the supporter's mail; built from PUBLIC_URL as workers have no request."""
     with current_app.test_request_context(base_url=current_app.config["PUBLIC_URL"]):
         return url_for("public.confirm", token=token, _external=True)
+
+
+def status_url(public_id: str, language: str | None = None) -> str:
+    """The appeal's status page, for its owner's mail (opened in ``language``)."""
+    with current_app.test_request_context(base_url=current_app.config["PUBLIC_URL"]):
+        return url_for("public.status", public_id=public_id, lang=language, _external=True)
 
 
 NAME_IN_SUPPORTER_MAIL = 60
@@ -108,20 +150,23 @@ whoever filled in the form chose, so that it can't carry anyone's message."""
 def _supporter_mail(
     appeal: Any, kind: str, relay: RelaySettings, to_name: str, **context: Any
 ) -> Outgoing:
-    """A mail to the supporter: ``confirmation`` or ``notice``, in their language if we
-    have the wording, else English."""
+    """A mail to the supporter: ``confirmation`` or ``notice``, in the interface language
+    in force (the caller picks the supporter's with :func:`flask_babel.force_locale`),
+    whatever the letter's language. One set of templates, worded through gettext."""
     campaign = get_campaign(appeal.campaign)
-    env = letters_env()
+    # The app's environment: it has Flask-Babel's gettext; no request globals are used.
+    env = current_app.jinja_env
+    language = current_language()
     context.update(
         campaign=campaign,
-        addressee=campaign.to.title_in(appeal.language),
+        title=campaign.text("title", language),
+        addressee=campaign.to.title_in(language),
         org_name=relay.org_name,
-        language=appeal.language,
+        language=language,
     )
 
     def render(part: str) -> str:
-        names = [f"email/{kind}/{appeal.language}/{part}", f"email/{kind}/en/{part}"]
-        return env.select_template(names).render(context)
+        return env.get_template(f"email/{kind}/{part}").render(context)
 
     message_id = mime.make_message_id(sender_domain(relay))
     data = mime.build(
@@ -134,7 +179,7 @@ def _supporter_mail(
         html=render("body.html"),
         message_id=message_id,
     )
-    return Outgoing(relay.sender, [appeal.email], data, message_id)
+    return Outgoing(relay.sender, [appeal.email], dkim.sign(data), message_id)
 
 
 def confirmation_message(appeal: Any, token: str, relay: RelaySettings) -> Outgoing:
@@ -148,7 +193,10 @@ def confirmation_message(appeal: Any, token: str, relay: RelaySettings) -> Outgo
         name,
         name=name,
         confirm_url=confirm_url(token),
+        status_url=status_url(appeal.public_id, current_language()),
         days=int(float(current_app.config["CONFIRM_TOKEN_DAYS"])),
+        # The confirm page's button, named in the same words.
+        button=str(SEND_MY_APPEAL),
     )
 
 

@@ -72,6 +72,7 @@ IN_FLIGHT = "status = 'sending'"
 UNMAILED = "status = 'awaiting_confirmation' AND confirmation_sent_at IS NULL"
 NOTICE_DUE = "notice_requested_at IS NOT NULL"
 TOKEN_SET = "confirm_token_hash IS NOT NULL"  # noqa: S105 - SQL, not a secret
+SENT = "status = 'sent'"
 
 
 def _partial(name: str, column: str, where: str, unique: bool = False) -> Index:
@@ -161,6 +162,10 @@ class CampaignOption(db.Model):
     )
     # The section office to ask after the deadline: {"*": text, "<country>": text}.
     section_contacts: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    # Sending, not intake: while set, this campaign's confirmed appeals wait (campaign.sending).
+    sending_paused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    # Test mode: set, every appeal goes to this staff address instead of its addressees.
+    test_address: Mapped[str | None] = mapped_column(String(254))
 
 
 class Diplomat(db.Model):
@@ -197,6 +202,17 @@ class Appeal(db.Model):
             _one_of("status", (Status.FAILED, Status.RETRYING, Status.HELD)),
         ),
         Index("ix_appeals_fingerprint", "campaign", "fingerprint"),
+        # The managers' console (campaign.console): every count and breakdown of the
+        # overview read from this index alone, and the deliveries per hour.
+        Index("ix_appeals_breakdown", "campaign", "status", "language", "country"),
+        Index(
+            "ix_appeals_sent",
+            "sent_at",
+            "campaign",
+            "status",  # the same in every entry; it lets SQLite read the index alone
+            postgresql_where=text(SENT),
+            sqlite_where=text(SENT),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

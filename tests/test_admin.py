@@ -524,7 +524,7 @@ def test_campaign_switches(app, admin, client):
     fields = form_fields(admin.get(page).get_data(as_text=True), "")
     assert "confirmation_required" not in fields
     assert fields.get("paused") == "y"
-    assert client.post(APPEALS_URL, json=supporter()).status_code == 409
+    assert client.post(APPEALS_URL, json=supporter()).status_code == 503
 
     data = {"csrf_token": fields["csrf_token"], "save": "y"}
     assert admin.post(page, data=data).status_code == 302

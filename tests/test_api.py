@@ -75,7 +75,8 @@ def test_submission_answers_202_and_the_confirmation_answers_with_the_status_url
     reply = client.post(f"/api/v1/confirm/{token}")
     assert reply.status_code == 200
     body = reply.get_json()
-    assert set(body) == {"id", "status", "status_url", "campaign"}
+    assert set(body) == {"id", "status", "status_url", "status_page", "campaign"}
+    assert body["status_page"] == f"http://appeals.test/appeal/{appeal.public_id}"
     assert body["id"] == appeal.public_id
     assert body["status"] == Status.QUEUED
     assert body["campaign"] == "pavlov-extradition"
@@ -180,11 +181,13 @@ def test_confirm_with_a_bad_token_is_404_json(app, client, token):
     assert the_appeal(app).status == Status.AWAITING_CONFIRMATION
 
 
-def test_paused_campaign_is_409_and_stores_nothing(app, client, smtp, work):
+def test_paused_campaign_is_503_and_stores_nothing(app, client, smtp, work):
     with app.app_context():
         db.session.add(CampaignOption(slug="pavlov-extradition", paused=True))
         db.session.commit()
-    assert_error(client.post(APPEALS_URL, json=supporter()), 409, "campaign_paused")
+    reply = client.post(APPEALS_URL, json=supporter())
+    assert_error(reply, 503, "campaign_paused")
+    assert int(reply.headers["Retry-After"]) > 0
     assert appeal_count(app) == 0
     work()
     assert smtp.received == []

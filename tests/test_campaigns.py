@@ -21,6 +21,8 @@ languages = ["en"]
 en = "A second Urgent Action"
 [summary]
 en = "Someone else at risk."
+[late_notice]
+en = "Ask your section first."
 [[addressees]]
 key = "president"
 role = "to"
@@ -33,7 +35,16 @@ key = "ombudsman"
 role = "cc"
 name = "The Ombudsman"
 title = { en = "Ombudsman" }
+salutation = { en = "Dear Ombudsman" }
 fax = "+1 555 0100"
+"""
+
+WORDING = """
+salutation_end = ","
+closing = "Yours sincerely,"
+copies_label = "Copies to:"
+subjects = ["Please act", "Act now"]
+paragraphs = [["Please act.", "Please do act."], ["Thank you.", "With thanks."]]
 """
 
 
@@ -46,17 +57,16 @@ def dirs(tmp_path):
 
 
 def _letters(templates: Path, slug: str, language: str = "en") -> None:
-    folder = templates / slug / language
-    folder.mkdir(parents=True)
-    (folder / "subject.txt").write_text("Please act")
-    (folder / "letter.txt").write_text("{{ salutation }},\n\nPlease act.\n\n{{ supporter.name }}")
-    (folder / "letter.html").write_text("<p>{{ salutation }}</p>")
+    folder = templates / slug
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{language}.toml").write_text(WORDING)
 
 
 def test_the_seed_is_the_first_campaign(dirs):
     campaign = load_campaigns(*dirs)["pavlov-extradition"]
     assert campaign.deadline == date(2013, 9, 5)
-    assert campaign.languages == ("en", "es")
+    assert campaign.languages == ("en", "es", "fr", "de", "it", "pt", "ca", "nl")
+    assert campaign.copy_language == "es"
     assert campaign.to.email == "ministro@mju.es"
     assert campaign.to.salutation_in("es") == "Sr. Ministro"
     [prosecutor] = campaign.copies
@@ -85,7 +95,19 @@ def test_a_second_campaign_is_files_only(dirs):
         (lambda t: t.replace("deadline = 2026-12-31", 'deadline = "soon"'), "must be a date"),
         (
             lambda t: t.replace('languages = ["en"]', 'languages = ["en", "fr"]'),
-            "email/second-action/fr/subject.txt is missing",
+            "title' has no text for fr",
+        ),
+        (
+            lambda t: t.replace('\nen = "Ask your section first."', ""),
+            "'late_notice' has no text for en",
+        ),
+        (
+            lambda t: t.replace('salutation = { en = "Dear Ombudsman" }', ""),
+            "addressee 2 (ombudsman): 'salutation' has no text for en",
+        ),
+        (
+            lambda t: t.replace('languages = ["en"]', 'languages = ["en"]\ncopy_language = "es"'),
+            "'copy_language' 'es' is not one of 'languages'",
         ),
         (
             lambda t: (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from email.utils import getaddresses, parsedate_to_datetime
 
+from campaign.campaigns import get_campaign
 from campaign.db import db
 from campaign.models import Appeal, AppealEvent, Diplomat, Status
 from helpers import APPEALS_URL, confirmation_token, supporter
@@ -102,9 +103,14 @@ def test_english_letter_carries_both_requests(app, client, smtp, work):
     [mail] = smtp.received
     text = mail.message.get_body(("plain",)).get_content()
     assert text.startswith("Dear Minister,")
-    assert "even if the government of Kazakhstan provides diplomatic assurances" in text
-    assert "what measures the Spanish authorities are taking" in text
-    assert "not to return anyone to a country where they would be at real risk of torture" in text
+    with app.app_context():
+        wording = get_campaign("pavlov-extradition").wordings["en"]
+    # Paragraphs 4 to 6, in one of their phrasings each: no extradition, not even with
+    # diplomatic assurances, and how Spain keeps its obligation not to return anyone.
+    for request in wording.paragraphs[3:]:
+        assert sum(p.text in text for p in request) == 1
+    assert "diplomatic assurances" in text.lower()
+    assert "real risk of torture or other ill-treatment" in text
     assert "Copies to: Sr. D. Javier Zaragoza Aguado, Chief Prosecutor" in text
     assert mail.rcpt_tos == ["ministro@mju.es"]  # the prosecutor has no e-mail
     assert "Cc" not in mail.message

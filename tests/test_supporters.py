@@ -89,7 +89,7 @@ def test_a_paused_campaign_is_refused_for_everyone_alike(app, client):
         db.session.add(CampaignOption(slug="pavlov-extradition", paused=True))
         db.session.commit()
     reply = client.post(APPEALS_URL, json=supporter())
-    assert reply.status_code == 409
+    assert reply.status_code == 503
     assert reply.get_json()["error"] == "campaign_paused"
 
 

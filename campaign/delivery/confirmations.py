@@ -12,6 +12,9 @@ The link's token is derived from the appeal (see
 the same link and the first one still works. A batch claims its appeals by stamping
 ``confirmation_sent_at`` (or clearing ``notice_requested_at``); a transient failure
 takes the stamp back and sets the time of the next try.
+
+Each mail speaks the supporter's interface language (``appeals.locale``), whatever
+the letter's: a German supporter of a Spanish letter reads German.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ from datetime import timedelta
 from typing import Any
 
 from flask import current_app
+from flask_babel import force_locale
 from redis import Redis
 from sqlalchemy import update
 
 from .. import states
 from ..db import db, utcnow
+from ..i18n import DEFAULT as DEFAULT_LANGUAGE
+from ..i18n import supported
 from ..mail import Outgoing, confirmation_message, notice_message
 from ..models import Appeal, Status
 from ..settings import RelaySettings
@@ -101,25 +107,10 @@ def send(
     counts = dict.fromkeys(("sent", "limited", "retrying", "failed"), 0)
     counts["claimed"] = len(confirmations) + len(notices)
     ready: deque[tuple[Any, Outgoing]] = deque()
-    for appeal in [*confirmations, *notices]:
-        confirming = appeal.status == Status.AWAITING_CONFIRMATION
-        if not limit.take(appeal.email):
-            counts["limited"] += 1
-            if confirming:  # tomorrow, then
-                _later(appeal, "confirmation e-mail: one a day", wait=limit.free_in(appeal.email))
-            continue
-        if confirming:
-            token = confirmation_token(appeal)
-            if appeal.confirm_token_hash != token_hash(token):
-                # An appeal from before tokens were derived: its link becomes this one.
-                db.session.execute(
-                    update(_appeals)
-                    .where(_appeals.c.id == appeal.id)
-                    .values(confirm_token_hash=token_hash(token))
-                )
-            ready.append((appeal, confirmation_message(appeal, token, relay)))
-        else:
-            ready.append((appeal, notice_message(appeal, relay)))
+    for locale, group in _by_locale([*confirmations, *notices]).items():
+        with force_locale(locale):  # the supporter's interface language, not the letter's
+            for appeal in group:
+                _compose(appeal, relay, limit, ready, counts)
     try:
         for appeal, result in transmit(transport, ready):
             confirming = appeal.status == Status.AWAITING_CONFIRMATION
@@ -150,6 +141,42 @@ def send(
         transport.close()
         db.session.commit()
     return counts
+
+
+def _by_locale(appeals: list[Any]) -> dict[str, list[Any]]:
+    """The batch by the interface language its supporters used (English for appeals
+    from before it was stored), so that each language is switched to once."""
+    groups: dict[str, list[Any]] = {}
+    for appeal in appeals:
+        groups.setdefault(supported(appeal.locale) or DEFAULT_LANGUAGE, []).append(appeal)
+    return groups
+
+
+def _compose(
+    appeal: Any,
+    relay: RelaySettings,
+    limit: DailyLimit,
+    ready: deque[tuple[Any, Outgoing]],
+    counts: dict[str, int],
+) -> None:
+    confirming = appeal.status == Status.AWAITING_CONFIRMATION
+    if not limit.take(appeal.email):
+        counts["limited"] += 1
+        if confirming:  # tomorrow, then
+            _later(appeal, "confirmation e-mail: one a day", wait=limit.free_in(appeal.email))
+        return
+    if confirming:
+        token = confirmation_token(appeal)
+        if appeal.confirm_token_hash != token_hash(token):
+            # An appeal from before tokens were derived: its link becomes this one.
+            db.session.execute(
+                update(_appeals)
+                .where(_appeals.c.id == appeal.id)
+                .values(confirm_token_hash=token_hash(token))
+            )
+        ready.append((appeal, confirmation_message(appeal, token, relay)))
+    else:
+        ready.append((appeal, notice_message(appeal, relay)))
 
 
 def _later(appeal: Any, reason: str, *, counted: bool = False, wait: float | None = None) -> None:

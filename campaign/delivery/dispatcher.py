@@ -18,6 +18,9 @@ every ``SWEEP_INTERVAL``:
   are recorded as such, the others go out again;
 * due appeals whose job is gone are handed to a new one, like new ones.
 
+Supporters whose appeal reached its main addressee are handed to a receipts job
+(:mod:`.receipts`), a few seconds later.
+
 Every hour it also applies retention (:mod:`campaign.retention`). Run it with
 ``flask --app app appeals dispatch`` (``make run`` starts it).
 """
@@ -31,15 +34,17 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import or_, text
 
+from .. import sending
 from ..db import db, utcnow
 from ..models import DUE, IN_FLIGHT, NOTICE_DUE, UNMAILED, Appeal, Status
 from ..retention import apply_retention
-from . import journal, recipients
+from . import journal, receipts, recipients
 from .policy import MAX_ATTEMPTS
 from .queue import (
     APPEALS,
     CONFIRM,
     DELIVER,
+    RECEIPT,
     SUPPORTERS,
     Alarm,
     enqueue_many,
@@ -63,6 +68,7 @@ class Report:
     enqueued: int = 0
     jobs: int = 0
     confirmations: int = 0
+    receipts: int = 0
 
 
 def recover_abandoned(report: Report) -> None:
@@ -116,7 +122,8 @@ class Dispatcher:
     """
 
     def __init__(self) -> None:
-        self.held: dict[str, dict[int, str]] = {DELIVER: {}, CONFIRM: {}}
+        self.held: dict[str, dict[int, str]] = {DELIVER: {}, CONFIRM: {}, RECEIPT: {}}
+        self.receipts = receipts.Watch()
 
     def hand_out(self, func: str, rows: list[tuple[int, str]]) -> tuple[int, int]:
         """Give every due (id, campaign) whose job is gone or never was to a new job,
@@ -136,14 +143,18 @@ class Dispatcher:
             for ids in by_campaign.values()
             for start in range(0, len(ids), size)
         ]
-        enqueue_many(SUPPORTERS if func == CONFIRM else APPEALS, func, jobs)
+        enqueue_many(APPEALS if func == DELIVER else SUPPORTERS, func, jobs)
         for job_id, ids in jobs:
             held.update(dict.fromkeys(ids, job_id))
         return sum(len(ids) for _, ids in jobs), len(jobs)
 
     def dispatch_due(self, report: Report) -> None:
-        """Hand every due appeal that no live job holds to a new one."""
-        rows = db.session.execute(
+        """Hand every due appeal that no live job holds to a new one, except those whose
+        sending is paused (:mod:`campaign.sending`): they wait, queued, until resumed."""
+        switches = sending.read()
+        if switches.everything_paused:
+            return
+        query = (
             db.select(Appeal.id, Appeal.campaign)
             .where(
                 text(DUE),
@@ -151,7 +162,10 @@ class Dispatcher:
             )
             .order_by(Appeal.id)
             .limit(DISPATCH_LIMIT)
-        ).all()
+        )
+        if switches.paused:
+            query = query.where(Appeal.campaign.not_in(sorted(switches.paused)))
+        rows = db.session.execute(query).all()
         appeals, jobs = self.hand_out(DELIVER, [tuple(r) for r in rows])
         report.enqueued += appeals
         report.jobs += jobs
@@ -164,6 +178,12 @@ class Dispatcher:
         rows = db.session.execute(links.union(notices).order_by("id").limit(DISPATCH_LIMIT)).all()
         report.confirmations += self.hand_out(CONFIRM, [tuple(r) for r in rows])[0]
 
+    def dispatch_receipts(self, report: Report, lag: float = receipts.RECEIPT_LAG) -> None:
+        """Hand every supporter owed a receipt to a job."""
+        rows, read_up_to = self.receipts.due(lag)
+        report.receipts += self.hand_out(RECEIPT, rows)[0]
+        self.receipts.advance(read_up_to)
+
     def sweep(self) -> Report:
         """One whole pass: recovery, then dispatch. Safe to run in several processes at
         once: claims decide who sends."""
@@ -171,6 +191,7 @@ class Dispatcher:
         recover_abandoned(report)
         self.dispatch_due(report)
         self.dispatch_confirmations(report)
+        self.dispatch_receipts(report, lag=0.0)  # one pass: every event it can see
         return report
 
 
@@ -180,12 +201,17 @@ def sweep() -> Report:
     return dispatcher.sweep()
 
 
+HEARTBEAT_KEY = "appeals:dispatcher:heartbeat"
+"""When the dispatcher last finished a pass (Unix time), read by :mod:`campaign.doctor`."""
+
+
 def run_forever(interval: float, window: float) -> None:
     """Dispatch as appeals become due; recover every ``interval`` seconds."""
     log = current_app.logger
     alarm = Alarm(rq.connection())
     dispatcher = Dispatcher()
     last_recovery = last_retention = 0.0
+    follow_up = False
     while True:
         started = time.monotonic()
         report = Report()
@@ -198,6 +224,8 @@ def run_forever(interval: float, window: float) -> None:
                 log.info("retention: %s", apply_retention())
             dispatcher.dispatch_due(report)
             dispatcher.dispatch_confirmations(report)
+            dispatcher.dispatch_receipts(report)
+            rq.connection().set(HEARTBEAT_KEY, time.time())  # for flask doctor
         except Exception:  # noqa: BLE001 - a dispatcher that dies dispatches nothing
             db.session.rollback()
             log.exception("dispatch failed; trying again")
@@ -212,8 +240,13 @@ def run_forever(interval: float, window: float) -> None:
         # Gather for a window, so that under load a pass finds a batch; then sleep
         # until something is due, or until it is time to look for lost work.
         time.sleep(max(0.0, window - (time.monotonic() - started)))
+        if follow_up:
+            # A window after a wake-up, one more pass: it finds the appeals confirmed
+            # just after that wake-up, whose own wake-up was coalesced into it.
+            follow_up = False
+            continue
         try:
-            alarm.wait(interval - (time.monotonic() - started))
+            follow_up = alarm.wait(interval - (time.monotonic() - started))
         except Exception:  # noqa: BLE001 - Redis down: look again after the interval
             log.warning("broker unavailable; dispatching from the database alone")
             time.sleep(interval)

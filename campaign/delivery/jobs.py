@@ -1,6 +1,6 @@
 """The RQ jobs, and nothing else: they carry ids only, build the runner's parts from the
 application, and let unexpected exceptions through (RQ records them; the
-dispatcher recovers the rows). These two are the only functions a worker runs
+dispatcher recovers the rows). These three are the only functions a worker runs
 (:data:`~.queue.JOBS`).
 """
 
@@ -13,7 +13,7 @@ from rq import get_current_job
 
 from ..campaigns import get_campaign
 from ..settings import RelaySettings, relay_settings
-from . import confirmations, runner
+from . import confirmations, receipts, runner
 from .journal import Journal
 from .pacing import Pacer, pacing_rules
 from .queue import rq
@@ -60,3 +60,9 @@ def send_confirmations(appeal_ids: list[int]) -> dict[str, int]:
         transport=connection(relay),
         limit=confirmations.daily_limit(rq.connection()),
     )
+
+
+def send_receipts(appeal_ids: list[int]) -> dict[str, int]:
+    """Send supporters the receipt of an appeal their main addressee accepted. Never paced."""
+    relay = relay_settings()
+    return receipts.send([int(i) for i in appeal_ids], relay=relay, transport=connection(relay))

@@ -74,11 +74,14 @@ class PacingRules:
     def buckets(self, address: str) -> tuple[tuple[str, float, float], tuple[str, float, float]]:
         """(key, tokens per second, capacity) of the two buckets a recipient draws on:
         its receiving domain's and its own."""
-        domain = address.rpartition("@")[2].lower()
-        return (
-            self._bucket(f"pace:domain:{domain}", self.per_domain_per_hour),
-            self._bucket(f"pace:address:{address.lower()}", self.per_address_per_hour),
-        )
+        return self.domain_bucket(address.rpartition("@")[2]), self.address_bucket(address)
+
+    def domain_bucket(self, domain: str) -> tuple[str, float, float]:
+        """The bucket every copy to ``domain`` shares (one ministry, one mail server)."""
+        return self._bucket(f"pace:domain:{domain.lower()}", self.per_domain_per_hour)
+
+    def address_bucket(self, address: str) -> tuple[str, float, float]:
+        return self._bucket(f"pace:address:{address.lower()}", self.per_address_per_hour)
 
     def _bucket(self, key: str, per_hour: float) -> tuple[str, float, float]:
         rate = per_hour / 3600.0
@@ -130,6 +133,41 @@ class Pacer:
                 args += [rate, capacity]
         waits = self._take(keys=keys, args=args)
         return {address: float(w) for address, w in zip(recipients, waits, strict=True)}
+
+
+@dataclass(frozen=True)
+class BucketState:
+    """A bucket as the take script would find it now (for the managers' console)."""
+
+    key: str
+    per_hour: float
+    tokens: float
+    """Tokens in it now; a copy may go when there is a whole one."""
+
+    @property
+    def next_send_in(self) -> float:
+        """Seconds until the bucket holds a whole token (0: a copy may go now)."""
+        if self.tokens >= 1 or self.per_hour <= 0:
+            return 0.0
+        return (1 - self.tokens) * 3600.0 / self.per_hour
+
+
+def peek(redis: Redis, buckets: list[tuple[str, float, float]]) -> list[BucketState]:
+    """The state of each (key, tokens per second, capacity) bucket now, by Redis's
+    clock, computed as :data:`_TAKE` does (a bucket never used is full), in one round
+    trip. Takes nothing."""
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.time()
+        for key, _, _ in buckets:
+            pipe.hmget(key, "tokens", "ts")
+        clock, *saved = pipe.execute()
+    now = clock[0] + clock[1] / 1_000_000
+    found = []
+    for (key, rate, capacity), (tokens, ts) in zip(buckets, saved, strict=True):
+        level = capacity if tokens is None else float(tokens)
+        elapsed = 0.0 if ts is None else max(0.0, now - float(ts))
+        found.append(BucketState(key, rate * 3600.0, min(capacity, level + elapsed * rate)))
+    return found
 
 
 def pacing_rules() -> PacingRules:

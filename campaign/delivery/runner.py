@@ -7,7 +7,9 @@ The path reads in one direction::
 
 :func:`deliver` takes its store (a :class:`Batch`: the database and the acceptance
 journal), its transport, its composer and its pacer as arguments; the RQ job in
-:mod:`.jobs` builds them from the application.
+:mod:`.jobs` builds them from the application. The pauses and test modes of
+:mod:`campaign.sending` are read once per batch (and every ``COMMIT_SECONDS`` while
+it sends), never per appeal.
 
 Retries, leases and heartbeats are the database's, not RQ's, on purpose: a retry
 goes to some recipients of an appeal and not others, at a time each recipient
@@ -29,11 +31,11 @@ from typing import Any, TypeVar
 from flask import current_app
 from sqlalchemy import bindparam, text, update
 
-from .. import states
+from .. import sending, states
 from ..campaigns import get_campaign
 from ..db import UTCDateTime, db, utcnow
 from ..letters import diplomats_of
-from ..mail import Outgoing, appeal_message
+from ..mail import TEST_MARK, Outgoing, appeal_message, staff_copy
 from ..models import IN_FLIGHT, Appeal, Delivery, Diplomat, Status
 from ..settings import RelaySettings
 from . import recipients
@@ -41,7 +43,7 @@ from .journal import Journal
 from .pacing import Pacer
 from .policy import RELAY_DOWN_AFTER, Verdict, backoff, verdicts
 from .recipients import Copy, Outcome, Result
-from .transport import Envelope, RelayConnection, SessionLost, Transmission
+from .transport import Envelope, RelayConnection, Reply, SessionLost, Transmission
 
 CLAIMED = tuple(c.name for c in Appeal.__table__.c if c.name != "id")
 """Every column of a claimed appeal, read in the claim itself."""
@@ -70,6 +72,8 @@ class Attempt:
     copies: list[Copy] | None  # None: never tried, the letter decides
     message: Outgoing | None = None
     transmitted: bool = False
+    test_to: str | None = None  # test mode: the staff address it goes to instead
+    test_for: list[str] = field(default_factory=list)  # …of these addressees
 
 
 Composer = Callable[[Any, list[Copy] | None], tuple[Outgoing, list[Copy]]]
@@ -167,6 +171,10 @@ class AppealComposer:
         return message, copies
 
 
+PAUSED = Outcome(Status.QUEUED, "sending paused: waits in the queue")
+"""An appeal of a paused campaign, given back unsent; not a try (:mod:`campaign.sending`)."""
+
+
 def deliver(
     appeal_ids: list[int],
     *,
@@ -175,13 +183,22 @@ def deliver(
     compose: Composer,
     pacer: Pacer,
     timezone_of: Callable[[str], str],
+    gate: Callable[[], sending.Gate] = sending.read,
 ) -> dict[str, int]:
-    """Send a batch of appeals over one relay session and record each outcome."""
+    """Send a batch of appeals over one relay session and record each outcome.
+
+    ``gate`` tells the pauses and test modes in force: read before the claim, and again
+    at a write every ``COMMIT_SECONDS`` while sending, so that a pause gives back what
+    has not gone yet within seconds."""
+    switches = gate()
+    if switches.everything_paused:
+        return {"claimed": 0}
     attempts = store.claim(appeal_ids)
     if not attempts:
         return {"claimed": 0}
     try:
-        ready = _prepare(attempts, store, compose, pacer, timezone_of)
+        ready = _prepare(attempts, store, compose, pacer, timezone_of, switches)
+        looked = time.monotonic()
         for attempt, result in transmit(transport, ready):
             now = utcnow()
             if isinstance(result, SessionLost):
@@ -190,6 +207,9 @@ def deliver(
                 _settle(attempt, result, now, store)
             if store.due():
                 store.flush()
+                if time.monotonic() - looked >= COMMIT_SECONDS:
+                    looked = time.monotonic()
+                    _give_back_paused(ready, store, gate())
     finally:
         transport.close()
         try:
@@ -205,6 +225,7 @@ def _prepare(
     compose: Composer,
     pacer: Pacer,
     timezone_of: Callable[[str], str],
+    switches: sending.Gate,
 ) -> deque[tuple[Attempt, Envelope]]:
     """Compose every appeal of the batch and choose the copies that go now."""
     ready: deque[tuple[Attempt, Envelope]] = deque()
@@ -212,11 +233,22 @@ def _prepare(
     now = utcnow()
     for attempt in attempts:
         appeal = attempt.appeal
+        if switches.holds(appeal.campaign):
+            store.add(attempt, PAUSED, counted=False)
+            continue
         try:
             attempt.message, attempt.copies = compose(appeal, attempt.copies)
         except Exception as exc:  # noqa: BLE001 - one bad letter must not stop the batch
             current_app.logger.exception("appeal %s: the letter could not be rendered", appeal.id)
             store.add(attempt, Outcome(Status.FAILED, f"the letter could not be rendered: {exc!r}"))
+            continue
+        test_to = switches.test_address(appeal.campaign)
+        if test_to:
+            # Test mode: every copy still pending goes at once, in one message to the staff
+            # address alone. No target is written to, so no target's pacing is spent.
+            attempt.test_to = test_to
+            attempt.test_for = [c.address for c in attempt.copies if c.status == Delivery.PENDING]
+            ready.append((attempt, staff_copy(attempt.message, test_to, attempt.test_for)))
             continue
         envelope = _plan(attempt.copies, pacer, timezone_of(appeal.campaign), now, positions)
         if envelope:
@@ -253,21 +285,56 @@ def _settle(attempt: Attempt, transmission: Transmission, now: datetime, store: 
     attempt.transmitted = True
     by_address = {c.address: c for c in attempt.copies}
     accepted = False
-    for address, (verdict, reply) in verdicts(transmission).items():
+    replies = verdicts(transmission)
+    if attempt.test_to:
+        replies = _in_test(attempt, replies)
+    for address, (verdict, reply) in replies.items():
         by_address[address].settle(verdict, reply, now)
         accepted = accepted or verdict is Verdict.ACCEPTED
     outcome = recipients.outcome(attempt.copies)
+    if attempt.test_to and outcome.reason is None:
+        reason = f"{TEST_MARK}sent to {attempt.test_to} instead of its addressees"
+        outcome = replace(outcome, reason=reason)
     if accepted:
         store.accepted(attempt)
     store.add(attempt, outcome)
 
 
+def _in_test(
+    attempt: Attempt, replies: dict[str, tuple[Verdict, Reply]]
+) -> dict[str, tuple[Verdict, Reply]]:
+    """Test mode: the relay's word on the staff address's copy stands for each
+    addressee's copy it replaced, marked as a test in the reply kept for each."""
+    if not replies:
+        return {}
+    verdict, reply = next(iter(replies.values()))
+    marked = Reply(reply.code, f"{TEST_MARK}sent to {attempt.test_to} instead: {reply.text}")
+    return {address: (verdict, marked) for address in attempt.test_for}
+
+
+def _give_back_paused(
+    ready: deque[tuple[Attempt, Envelope]], store: Batch, switches: sending.Gate
+) -> None:
+    """A pause came while this batch was sending: what has not gone yet goes back to the
+    queue, not counted as a try. The message already on the wire finishes."""
+    if not switches.any_pause:
+        return
+    keep = [item for item in ready if not switches.holds(item[0].appeal.campaign)]
+    for attempt, _ in ready:
+        if switches.holds(attempt.appeal.campaign):
+            store.add(attempt, PAUSED, counted=False)
+    ready.clear()
+    ready.extend(keep)
+
+
 def _unavailable(attempt: Attempt, lost: SessionLost, now: datetime) -> Outcome:
-    """The relay is down for now: the appeal waits without losing a try."""
+    """The relay is down for now: the appeal waits without losing a try. The time is
+    kept to the second, so that a batch's appeals left waiting move in one statement
+    per attempt count, not one each."""
     return Outcome(
         Status.RETRYING,
         f"relay unavailable: {lost.reason}",
-        now + backoff(attempt.appeal.attempts),
+        (now + backoff(attempt.appeal.attempts)).replace(microsecond=0),
     )
 
 

@@ -1,10 +1,20 @@
-"""Admins: the SMTP relay, a test message, diplomatic representatives, campaign
-switches and staff accounts."""
+"""Admins: the SMTP relay and its check, a test message, pacing, diplomatic
+representatives (:mod:`.diplomats`), campaign switches, sending pauses and test mode,
+staff accounts, and rq-dashboard.
+
+A manager who opens an admin page gets a page saying it is for admins (403). Pausing
+and resuming sending (``POST /admin/sending``) is open to managers as well: it is
+steering, like holding an appeal, and loses nothing.
+"""
 
 from __future__ import annotations
 
-import smtplib
+import base64
+import hashlib
+import re
+import time
 from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
 from email_validator import EmailNotValidError
@@ -13,38 +23,49 @@ from flask import (
     abort,
     current_app,
     flash,
+    g,
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
+from flask.blueprints import BlueprintSetupState
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
-from sqlalchemy.exc import IntegrityError
+from flask_wtf import FlaskForm
+from flask_wtf.csrf import generate_csrf
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import Forbidden
 from werkzeug.wrappers import Response
+from wtforms import BooleanField, DecimalField, SelectField, SubmitField, TextAreaField
+from wtforms.validators import InputRequired, Length, NumberRange
+from wtforms.widgets import TextInput
 
-from .. import audit, mime, settings
+from .. import audit, dkim, forms, mime, sending, settings, standing
 from ..campaigns import all_campaigns
 from ..db import db
+from ..delivery import probe
 from ..delivery.jobs import connection
 from ..delivery.pacing import pacing_rules
+from ..delivery.queue import rq
 from ..delivery.transport import SessionLost
 from ..exceptions import InvalidInput
 from ..forms import (
     CampaignOptionsForm,
-    DeleteForm,
-    DiplomatForm,
-    PacingForm,
     RelayForm,
     TestMailForm,
     UserActionForm,
     UserForm,
 )
-from ..intake import countries, country_name, normalise_email
+from ..intake import normalise_email
 from ..mail import Outgoing, sender_domain
-from ..models import CampaignOption, Diplomat, Role, User
+from ..models import CampaignOption, Role, User
 from ..users import (
     create_user,
     end_sessions,
+    login_manager,
     new_password,
     role_required,
     set_password,
@@ -54,7 +75,57 @@ from ..users import (
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 
-def _relay_page(form: RelayForm | None = None, code: int = 200) -> tuple[str, int]:
+@bp.errorhandler(Forbidden)
+def forbidden(e: Forbidden | None = None) -> tuple[str, int]:
+    """Our own page for a manager on an admin page: what it is for, and who to ask."""
+    return render_template("admin/forbidden.html"), 403
+
+
+# --- pacing --------------------------------------------------------------------------------
+
+RATE_RULE = _l("Enter a number from 0.1 to 1000000, with a dot for decimals (such as 0.5).")
+
+
+class RateField(DecimalField):
+    """Appeals per hour, as people type them ("0.1", "120"); shown back as typed."""
+
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        try:
+            super().process_formdata(valuelist)
+        except ValueError as e:
+            raise ValueError(str(RATE_RULE)) from e
+        if self.data is not None and not self.data.is_finite():
+            self.data = None
+            raise ValueError(str(RATE_RULE))
+
+    def post_validate(self, form: Any, validation_stopped: bool) -> None:
+        self.errors = list(dict.fromkeys(self.errors))  # the one rule, said once
+
+
+def _rate(label: Any) -> RateField:
+    # Decimal bounds: a float 0.1 is a hair above Decimal("0.1"), which refused 0.1.
+    rule = NumberRange(Decimal("0.1"), Decimal(1_000_000), message=RATE_RULE)
+    return RateField(
+        label,
+        validators=[InputRequired(message=RATE_RULE), rule],
+        places=None,
+        # Text, not type=number: a browser empties a number field it cannot read, and
+        # the value must come back as it was typed, with what is wrong with it.
+        widget=TextInput(),
+        render_kw={"inputmode": "decimal", "autocomplete": "off"},
+    )
+
+
+class PacingForm(forms.PacingForm):
+    pacing_per_domain_per_hour = _rate(
+        _l("Appeals per hour to one receiving domain (everyone at mju.es shares one)")
+    )
+    pacing_per_address_per_hour = _rate(_l("Appeals per hour to one address"))
+
+
+def _relay_page(
+    form: RelayForm | None = None, code: int = 200, pacing_form: PacingForm | None = None
+) -> tuple[str, int]:
     relay = settings.relay_settings()
     if form is None:
         form = RelayForm(
@@ -68,13 +139,16 @@ def _relay_page(form: RelayForm | None = None, code: int = 200) -> tuple[str, in
             }
         )
     rules = pacing_rules()
-    pacing_form = PacingForm(
-        data={
-            "pacing_per_domain_per_hour": rules.per_domain_per_hour,
-            "pacing_per_address_per_hour": rules.per_address_per_hour,
-            "pacing_business_hours_only": rules.business_hours_only,
-        }
-    )
+    if pacing_form is None:
+        pacing_form = PacingForm(
+            formdata=None,
+            data={
+                # As typed, without a trailing ".0": 120, 0.5.
+                "pacing_per_domain_per_hour": _plain(rules.per_domain_per_hour),
+                "pacing_per_address_per_hour": _plain(rules.per_address_per_hour),
+                "pacing_business_hours_only": rules.business_hours_only,
+            },
+        )
     return render_template(
         "admin/relay.html",
         form=form,
@@ -84,7 +158,12 @@ def _relay_page(form: RelayForm | None = None, code: int = 200) -> tuple[str, in
         password_set=bool(relay.password),
         test_form=TestMailForm(),
         campaigns=all_campaigns().values(),
+        relay_check=session.pop("relay_check", None),
     ), code
+
+
+def _plain(rate: float) -> Decimal:
+    return Decimal(repr(rate)).normalize() if rate != int(rate) else Decimal(int(rate))
 
 
 @bp.get("")
@@ -172,14 +251,9 @@ def relay_has_password() -> bool:
 def pacing_save() -> Response | tuple[str, int]:
     form = PacingForm()
     if not form.validate_on_submit():
-        flash(
-            "Pacing not saved: "
-            + "; ".join(
-                f"{getattr(form, k).label.text}: {' '.join(v)}" for k, v in form.errors.items()
-            ),
-            "error",
-        )
-        return redirect(url_for("admin.relay"))
+        # The page again, with the values as they were typed and what is wrong with each.
+        flash(_("Pacing not saved: please check the values below."), "error")
+        return _relay_page(code=422, pacing_form=form)
     values = {
         "pacing_per_domain_per_hour": float(form.pacing_per_domain_per_hour.data),
         "pacing_per_address_per_hour": float(form.pacing_per_address_per_hour.data),
@@ -223,11 +297,14 @@ def _relay_check(send_test: bool) -> Response:
             ok = not isinstance(result, SessionLost) and bool(result.accepted)
             detail = result.reason if isinstance(result, SessionLost) else str(result.final)
         else:
-            try:
-                conn.open()
-                ok, detail = True, "connected"
-            except (smtplib.SMTPException, OSError) as e:
-                ok, detail = False, SessionLost.of(e, quick.timeout).reason
+            # Step by step, sending nothing; shown once, on the relay page.
+            report = probe.check(conn)
+            ok, detail = report.ok, report.log_detail or "connected"
+            session["relay_check"] = {
+                "relay": f"{relay.host}:{relay.port} ({relay.security})",
+                "at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                "steps": report.as_data(),
+            }
     audit.record(what, f"{relay.host}:{relay.port} {'ok' if ok else 'failed'}")
     db.session.commit()
     if ok:
@@ -254,7 +331,8 @@ def _test_message(relay: settings.RelaySettings) -> Outgoing:
         html=None,
         message_id=mime.make_message_id(sender_domain(relay)),
     )
-    return Outgoing(relay.sender, [current_user.email], data, "")
+    # Signed as every mail is, so that the admin's mailbox shows whether DKIM passes.
+    return Outgoing(relay.sender, [current_user.email], dkim.sign(data), "")
 
 
 @bp.post("/test-message")
@@ -269,88 +347,70 @@ def check_connection() -> Response:
     return _relay_check(send_test=False)
 
 
-@bp.route("/diplomats", methods=["GET", "POST"])
-@role_required(Role.ADMIN)
-def diplomats() -> str | Response | tuple[str, int]:
-    states = sorted({c.diplomats_of for c in all_campaigns().values() if c.diplomats_of})
-    form = DiplomatForm()
-    form.country.choices = dict(countries())
-    code = 200
-    if form.validate_on_submit():
-        email = (form.email.data or "").strip() or None
-        try:
-            if email:
-                email = normalise_email(email, False)
-            for state in states:
-                db.session.add(
-                    Diplomat(
-                        target_state=state,
-                        country=form.country.data,
-                        name=form.name.data.strip(),
-                        email=email,
-                        fax=(form.fax.data or "").strip() or None,
-                        postal_address=form.postal_address.data or None,
-                    )
-                )
-            audit.record("diplomat added", f"{form.name.data} ({form.country.data})")
-            db.session.commit()
-        except EmailNotValidError as e:
-            form.email.errors = [str(e)]
-            code = 422
-        except IntegrityError:
-            db.session.rollback()
-            form.name.errors = ["This representative is listed already for this country."]
-            code = 422
-        else:
-            flash(f"Added {form.name.data} for {country_name(form.country.data)}.", "ok")
-            return redirect(url_for("admin.diplomats"))
-    elif form.is_submitted():
-        code = 422
-    rows = db.session.scalars(db.select(Diplomat).order_by(Diplomat.country, Diplomat.name)).all()
-    return render_template(
-        "admin/diplomats.html",
-        form=form,
-        rows=rows,
-        states=states,
-        delete_form=DeleteForm(),
-        country_name=country_name,
-    ), code
+class CampaignSwitchesForm(CampaignOptionsForm):
+    """The campaign's switches, and whether and until when it takes appeals."""
+
+    closed = BooleanField("Closed: take no appeals any more, and send none not yet confirmed")
+    close_at_deadline = BooleanField("Close at the deadline (otherwise appeals are taken after it)")
+    section_contacts = TextAreaField(
+        "Section office contacts, one a line: '*: …' for everyone, 'GB: …' for one country",
+        validators=[Length(max=100_000)],
+        render_kw={"rows": 5},
+    )
 
 
-@bp.post("/diplomats/<int:diplomat_id>/delete")
+_SWITCHES = ("confirmation_required", "paused", "closed", "close_at_deadline")
+
+
+@bp.get("/doctor")
 @role_required(Role.ADMIN)
-def diplomat_delete(diplomat_id: int) -> Response:
-    if DeleteForm().validate_on_submit():
-        row = db.session.get(Diplomat, diplomat_id)
-        if row is not None:
-            audit.record("diplomat deleted", f"{row.name} ({row.country})")
-            db.session.delete(row)
-            db.session.commit()
-    return redirect(url_for("admin.diplomats"))
+def doctor() -> str:
+    """The preflight, as ``flask doctor`` prints it (campaign/doctor.py)."""
+    from ..doctor import run_checks
+
+    checks = run_checks()
+    return render_template("admin/doctor.html", checks=checks, failed=sum(c.failed for c in checks))
 
 
 @bp.route("/campaigns/<slug>", methods=["GET", "POST"])
 @role_required(Role.ADMIN)
-def campaign_options(slug: str) -> str | Response:
+def campaign_options(slug: str) -> str | Response | tuple[str, int]:
     campaign = all_campaigns().get(slug)
     if campaign is None:
         return redirect(url_for("admin.relay"))
     option = db.session.get(CampaignOption, slug) or CampaignOption(
-        slug=slug, confirmation_required=True, paused=False
+        slug=slug, confirmation_required=True, paused=False, closed=False, close_at_deadline=False
     )
-    form = CampaignOptionsForm(obj=option)
+    form = CampaignSwitchesForm(
+        data={
+            **{name: getattr(option, name) for name in _SWITCHES},
+            "section_contacts": standing.format_contacts(option.section_contacts),
+        }
+    )
     if form.validate_on_submit():
-        option.confirmation_required = bool(form.confirmation_required.data)
-        option.paused = bool(form.paused.data)
-        db.session.merge(option)
-        audit.record(
-            "campaign switches",
-            f"{slug}: confirmation_required={option.confirmation_required}, paused={option.paused}",
-        )
-        db.session.commit()
-        flash("Campaign switches saved.", "ok")
-        return redirect(url_for("admin.campaign_options", slug=slug))
-    return render_template("admin/campaign.html", campaign=campaign, form=form)
+        try:
+            contacts = standing.parse_contacts(form.section_contacts.data or "")
+        except InvalidInput as e:
+            form.section_contacts.errors = [e.fields["section_contacts"]]
+        else:
+            for name in _SWITCHES:
+                setattr(option, name, bool(getattr(form, name).data))
+            changed = sorted(
+                code
+                for code in {*contacts, *(option.section_contacts or {})}
+                if contacts.get(code) != (option.section_contacts or {}).get(code)
+            )
+            option.section_contacts = contacts or None
+            db.session.merge(option)
+            switches = ", ".join(f"{name}={getattr(option, name)}" for name in _SWITCHES)
+            offices = f", section offices changed: {' '.join(changed)}" if changed else ""
+            audit.record("campaign switches", f"{slug}: {switches}{offices}")
+            db.session.commit()
+            flash("Campaign switches saved.", "ok")
+            return redirect(url_for("admin.campaign_options", slug=slug))
+    code = 422 if form.errors or form.section_contacts.errors else 200
+    state = standing.state_of(campaign, option)
+    return render_template("admin/campaign.html", campaign=campaign, form=form, state=state), code
 
 
 @bp.route("/users", methods=["GET", "POST"])
@@ -426,3 +486,216 @@ def user_action(user_id: int) -> str | Response | tuple[str, int]:
 @role_required(Role.ADMIN)
 def audit_log() -> str:
     return render_template("admin/audit.html", rows=audit.latest(500))
+
+
+# --- campaigns: their switches, sending pauses and test mode -------------------------------
+
+
+class SendingForm(FlaskForm):
+    """CSRF only: the campaign ("" for every campaign) and the action come as values."""
+
+
+class TestModeForm(FlaskForm):
+    test_address = SelectField(_l("Send every appeal to"), choices=[], validate_choice=False)
+    test_on = SubmitField(_l("Switch test mode on"))
+    test_off = SubmitField(_l("Go live: switch test mode off"))
+
+
+def _default_option(slug: str) -> CampaignOption:
+    return CampaignOption(
+        slug=slug, confirmation_required=True, paused=False, closed=False, close_at_deadline=False
+    )
+
+
+@bp.get("/campaigns")
+@role_required(Role.ADMIN)
+def campaigns() -> str:
+    """Every campaign: whether it takes appeals, whether it sends, live or in test mode."""
+    options = {o.slug: o for o in db.session.scalars(db.select(CampaignOption))}
+    gate = sending.read()
+    rows = [
+        {
+            "campaign": campaign,
+            "state": standing.state_of(campaign, options.get(slug) or _default_option(slug)),
+            "paused": gate.holds(slug),
+            "test_address": gate.test_address(slug),
+        }
+        for slug, campaign in sorted(all_campaigns().items())
+    ]
+    return render_template("admin/campaigns.html", rows=rows, gate=gate)
+
+
+_BACK = re.compile(r"^/(?:manage|admin)(?:/[A-Za-z0-9_\-]+)*$")
+"""Pages a pause or resume may go back to: our own, by path."""
+
+
+def _back() -> str:
+    back = request.form.get("back", "")
+    if _BACK.match(back):
+        return back
+    return url_for("admin.campaigns" if current_user.is_admin else "manage.dashboard")
+
+
+@bp.post("/sending")
+@role_required(Role.MANAGER)
+def sending_switch() -> Response:
+    """Pause or resume sending, of one campaign or of every campaign."""
+    if not SendingForm().validate_on_submit():
+        flash(_("That did not work: reload the page and try again."), "error")
+        return redirect(_back())
+    action = request.form.get("action")
+    slug = request.form.get("campaign") or None
+    if action not in ("pause", "resume"):
+        abort(400)
+    if slug is not None and slug not in all_campaigns():
+        abort(404)
+    paused = action == "pause"
+    if not sending.set_paused(slug, paused, current_user.email):
+        flash(_("Nothing changed: it was so already."), "ok")
+    elif slug is None:
+        flash(
+            _(
+                "Sending is paused for every campaign. Confirmed appeals wait in the queue; "
+                "nothing is lost."
+            )
+            if paused
+            else _("Sending resumed: the appeals that waited leave now."),
+            "ok",
+        )
+    else:
+        flash(
+            _(
+                "Sending of %(campaign)s is paused. Its confirmed appeals wait in the queue; "
+                "nothing is lost.",
+                campaign=slug,
+            )
+            if paused
+            else _("Sending of %(campaign)s resumed.", campaign=slug),
+            "ok",
+        )
+    return redirect(_back())
+
+
+@bp.post("/campaigns/<slug>/test-mode")
+@role_required(Role.ADMIN)
+def test_mode(slug: str) -> Response:
+    """Test mode on (every appeal to one staff address) or off (live)."""
+    if slug not in all_campaigns():
+        abort(404)
+    form = TestModeForm()
+    page = url_for("admin.campaign_options", slug=slug)
+    if not form.validate_on_submit():
+        flash(_("That did not work: reload the page and try again."), "error")
+        return redirect(page)
+    address = None if form.test_off.data else (form.test_address.data or current_user.email)
+    try:
+        changed = sending.set_test_mode(slug, address, current_user.email)
+    except InvalidInput as e:
+        flash(e.fields["test_address"], "error")
+        return redirect(page)
+    if not changed:
+        flash(_("Nothing changed: it was so already."), "ok")
+    elif address:
+        flash(_("Test mode: every appeal now goes to %(address)s only.", address=address), "ok")
+    else:
+        flash(_("Live: appeals go to their addressees again."), "ok")
+    return redirect(page)
+
+
+def _page_gate() -> sending.Gate | None:
+    """The switches in force, read once per page; None if they cannot be read (an error
+    page rendered after the database failed shows no banner rather than a wrong one)."""
+    if "sending_gate" not in g:
+        try:
+            g.sending_gate = sending.read()
+        except SQLAlchemyError:
+            db.session.rollback()
+            g.sending_gate = None
+    return g.sending_gate
+
+
+@bp.app_context_processor
+def _sending_context() -> dict[str, Any]:
+    """For the staff pages' banner (live, test mode, paused) and the campaign page."""
+    return {
+        "sending_gate": _page_gate,
+        "sending_slugs": lambda: sorted(all_campaigns()),
+        "sending_staff": sending.staff_addresses,
+        "test_mode_form": TestModeForm,
+    }
+
+
+# --- rq-dashboard, as it is, for admins --------------------------------------------------
+
+DASHBOARD = "/admin/rq"
+_INLINE_SCRIPT = re.compile(rb"<script(?![^>]*\bsrc=)[^>]*>(.*?)</script>", re.S | re.I)
+
+
+def _dashboard_guard() -> Any:
+    """rq-dashboard has no log-in of its own: ours, admins only."""
+    if request.blueprint != "rq_dashboard":
+        return None
+    if not current_user.is_authenticated:
+        return login_manager.unauthorized()
+    if not current_user.is_admin:
+        return forbidden()
+    current_app.redis_conn = rq.connection()  # type: ignore[attr-defined]
+    return None
+
+
+def _dashboard_redis(url: str, **options: Any) -> tuple[None, Any]:
+    """rq-dashboard would open a Redis client on each request and never close it; it
+    gets the application's own connection (REDIS_URL) instead."""
+    return None, rq.connection()
+
+
+def _dashboard_headers(response: Response) -> Response:
+    """The dashboard's pages carry inline scripts (allowed by their hashes, nothing else
+    inline) and compile Underscore templates (``new Function``: 'unsafe-eval', on these
+    admin pages only). Its buttons send the CSRF token from the cookie it reads."""
+    if request.blueprint != "rq_dashboard" or not current_user.is_authenticated:
+        return response
+    if response.mimetype == "text/html" and not response.direct_passthrough:
+        hashes = sorted(
+            {
+                "'sha256-" + base64.b64encode(hashlib.sha256(body).digest()).decode() + "'"
+                for body in _INLINE_SCRIPT.findall(response.get_data())
+            }
+        )
+        response.headers["Content-Security-Policy"] = (
+            f"default-src 'self'; script-src 'self' 'unsafe-eval' {' '.join(hashes)}; "
+            "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+            "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+        )
+        response.set_cookie(
+            "_csrf_token",
+            generate_csrf(),
+            path=DASHBOARD,
+            secure=current_app.config["PUBLIC_URL"].startswith("https://"),
+            samesite="Strict",
+        )
+    return response
+
+
+def _mount_dashboard(state: BlueprintSetupState) -> None:
+    """rq-dashboard's blueprint under /admin/rq, on the app's own Redis (REDIS_URL),
+    reading jobs as JSON (ours are never pickles), deleting none (the database is the
+    truth: a deleted job's appeals are dispatched again anyway)."""
+    import rq_dashboard
+    from rq.serializers import JSONSerializer
+
+    app = state.app
+    # Shown masked on its pages; the connection is rq.connection(), on the same URL.
+    app.config.setdefault("RQ_DASHBOARD_REDIS_URL", (app.config["REDIS_URL"],))
+    app.config.setdefault("RQ_DASHBOARD_DISABLE_DELETE", True)
+    rq_dashboard.web.config.serializer = JSONSerializer
+    rq_dashboard.web.from_url = _dashboard_redis
+    app.register_blueprint(rq_dashboard.blueprint, url_prefix=DASHBOARD)
+    app.before_request(_dashboard_guard)
+    app.after_request(_dashboard_headers)
+
+
+bp.record_once(_mount_dashboard)
+
+
+from . import diplomats as _diplomats  # noqa: E402, F401 - its routes are this blueprint's
