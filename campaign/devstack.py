@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -85,6 +86,32 @@ def _say(message: str) -> None:
     print(f"[make run] {message}", flush=True)
 
 
+class PortTaken(RuntimeError):
+    """A port this stack needs is in use by a server that is not its own."""
+
+
+def _taken(port: int, what: str, setting: str) -> PortTaken:
+    return PortTaken(
+        f"port {port} ({what}) is already in use by another program, perhaps another "
+        f"`make run`. This one does not share it. Stop that program, or choose another "
+        f"port: {setting}=<port> in .env or the environment."
+    )
+
+
+def _own_broker(port: int, data: Path) -> bool:
+    """Whether the server on ``port`` is this instance's embedded broker, left running
+    (its data directory is ours): asked of the server itself, not guessed from the port."""
+    from redis import Redis
+
+    try:
+        client = Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
+        directory = client.config_get("dir").get("dir")
+        client.close()
+    except Exception:  # noqa: BLE001 - not Redis, or one that will not say: not ours
+        return False
+    return bool(directory) and Path(directory).resolve() == data.resolve()
+
+
 class Stack:
     def __init__(self) -> None:
         from dotenv import dotenv_values
@@ -111,15 +138,22 @@ class Stack:
         if self.env.get("REDIS_URL"):
             _say(f"broker: REDIS_URL={self.env['REDIS_URL']}")
             return
-        port = int(self.env.get("BROKER_PORT") or EMBEDDED_REDIS_PORT)
+        port = int(
+            self.env.get("EMBEDDED_REDIS_PORT")
+            or self.env.get("BROKER_PORT")
+            or EMBEDDED_REDIS_PORT
+        )
         url = f"redis://127.0.0.1:{port}/0"
-        self.env["REDIS_URL"] = url
+        data = self.instance / "broker"
         if _port_open("127.0.0.1", port):
-            _say(f"broker: reusing the server already on port {port}")
+            if not _own_broker(port, data):
+                raise _taken(port, "the embedded broker", "EMBEDDED_REDIS_PORT")
+            self.env["REDIS_URL"] = url
+            _say(f"broker: this instance's own, still running on port {port}")
             return
+        self.env["REDIS_URL"] = url
         # In a session of its own, like every part: Ctrl-C reaches this process only,
         # which stops the broker last, after everything that uses it.
-        data = self.instance / "broker"
         self.start(
             "broker", [sys.executable, "-m", "campaign.devstack", "broker", str(port), str(data)]
         )
@@ -130,8 +164,32 @@ class Stack:
             time.sleep(0.1)
         _say(f"broker: embedded Valkey on {url} (data in {data})")
 
+    def check_ports(self) -> None:
+        """Before anything starts: every port this stack would listen on is free (the
+        broker's may be held by this instance's own, see :meth:`start_broker`)."""
+        host = self.env.get("HOST", "127.0.0.1")
+        port = int(self.env.get("PORT", "5000"))
+        if _port_open(host if host not in ("0.0.0.0", "::") else "127.0.0.1", port):  # noqa: S104
+            raise _taken(port, "the web app", "PORT")
+        if not self.env.get("MAIL_SERVER"):
+            capture = int(self.env.get("MAIL_CAPTURE_PORT") or MAIL_CAPTURE_PORT)
+            if _port_open("127.0.0.1", capture):
+                raise _taken(capture, "the mail capture", "MAIL_CAPTURE_PORT")
+
+    def metrics_dir(self) -> None:
+        """prometheus_client's multiprocess files (campaign/metrics.py): a private folder
+        of this instance, emptied at each start (old processes' files would count)."""
+        if self.env.get("PROMETHEUS_MULTIPROC_DIR"):
+            return
+        folder = self.instance / "metrics"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(mode=0o700, parents=True)
+        self.env["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+
     def run(self) -> int:
         self.instance.mkdir(parents=True, exist_ok=True)
+        self.check_ports()
+        self.metrics_dir()
         subprocess.run([*FLASK, "db", "upgrade"], env=self.env, cwd=ROOT, check=True)
         first_run = subprocess.run(
             [*FLASK, "users", "ensure-admin"],
@@ -219,6 +277,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stack.stop)
     try:
         return stack.run()
+    except PortTaken as clash:
+        _say(str(clash))
+        return 2
     except KeyboardInterrupt:
         return 0
     finally:
