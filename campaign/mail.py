@@ -147,10 +147,11 @@ NAME_IN_SUPPORTER_MAIL = 60
 whoever filled in the form chose, so that it can't carry anyone's message."""
 
 
-def _supporter_mail(
+def supporter_mail(
     appeal: Any, kind: str, relay: RelaySettings, to_name: str, **context: Any
 ) -> Outgoing:
-    """A mail to the supporter: ``confirmation`` or ``notice``, in the interface language
+    """A mail to the supporter: ``confirmation``, ``notice`` or ``receipt`` (the templates in
+    ``templates/email/<kind>/``), in the interface language
     in force (the caller picks the supporter's with :func:`flask_babel.force_locale`),
     whatever the letter's language. One set of templates, worded through gettext."""
     campaign = get_campaign(appeal.campaign)
@@ -186,7 +187,7 @@ def confirmation_message(appeal: Any, token: str, relay: RelaySettings) -> Outgo
     """The link to read and send the appeal. It carries the submitted name (cut short)
     and nothing else that was typed: not the letter, not the sentence."""
     name = appeal.name[:NAME_IN_SUPPORTER_MAIL]
-    return _supporter_mail(
+    return supporter_mail(
         appeal,
         "confirmation",
         relay,
@@ -202,4 +203,4 @@ def confirmation_message(appeal: Any, token: str, relay: RelaySettings) -> Outgo
 
 def notice_message(appeal: Any, relay: RelaySettings) -> Outgoing:
     """To an address submitted again after its appeal was confirmed: nothing typed at all."""
-    return _supporter_mail(appeal, "notice", relay, "", status=appeal.status)
+    return supporter_mail(appeal, "notice", relay, "", status=appeal.status)

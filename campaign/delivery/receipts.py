@@ -36,12 +36,12 @@ from flask import current_app
 from flask_babel import force_locale
 from sqlalchemy import and_, exists, func, not_, or_, select, update
 
-from .. import dkim, mime, states
+from .. import states
 from ..campaigns import get_campaign
 from ..db import db, utcnow
 from ..i18n import DEFAULT, current_language, supported
 from ..letters import diplomats_of, letter_for
-from ..mail import NAME_IN_SUPPORTER_MAIL, TEST_MARK, Outgoing, sender_domain, status_url
+from ..mail import NAME_IN_SUPPORTER_MAIL, TEST_MARK, Outgoing, status_url, supporter_mail
 from ..models import Appeal, AppealEvent, Delivery, Recipient, Status
 from ..settings import RelaySettings
 from . import recipients
@@ -217,33 +217,16 @@ def receipt_message(
     campaign = get_campaign(appeal.campaign)
     language = current_language()
     name = appeal.name[:NAME_IN_SUPPORTER_MAIL]
-    context = {
-        "name": name,
-        "title": campaign.text("title", language),
-        "addressee": campaign.to.title_in(language),
-        "org_name": relay.org_name,
-        "language": language,
-        "copies": sorted(copies, key=lambda c: c.role != "to"),
-        "accepted": Delivery.ACCEPTED,
-        "failed": Delivery.FAILED,
-        "letter": letter_for(campaign, appeal, relay.org_name, diplomats),
-        "status_url": status_url(appeal.public_id, language),
-        "days": int(float(current_app.config["RETENTION_DAYS"])),
-    }
-    env = current_app.jinja_env
-
-    def render(part: str) -> str:
-        return env.get_template(f"email/receipt/{part}").render(context)
-
-    message_id = mime.make_message_id(sender_domain(relay))
-    data = mime.build(
-        sender=(relay.org_name, relay.sender),
-        reply_to=None,
-        to=[(name, appeal.email)],
-        cc=[],
-        subject=" ".join(render("subject.txt").split()),
-        text=render("body.txt"),
-        html=render("body.html"),
-        message_id=message_id,
+    return supporter_mail(
+        appeal,
+        "receipt",
+        relay,
+        name,
+        name=name,
+        copies=sorted(copies, key=lambda c: c.role != "to"),
+        accepted=Delivery.ACCEPTED,
+        failed=Delivery.FAILED,
+        letter=letter_for(campaign, appeal, relay.org_name, diplomats),
+        status_url=status_url(appeal.public_id, language),
+        days=int(float(current_app.config["RETENTION_DAYS"])),
     )
-    return Outgoing(relay.sender, [appeal.email], dkim.sign(data), message_id)
