@@ -57,8 +57,26 @@ class Delivery:
     FAILED = "failed"
     """Refused for good (a 5xx, or transient errors ``MAX_ATTEMPTS`` times), or dropped
     because the appeal ended before this copy could go."""
+    BOUNCED = "bounced"
+    """Accepted by the relay, then returned by a mail server further on: a delivery
+    status notification (RFC 3464) came back to the bounce address; the reason is in
+    ``last_reply``."""
 
-    ALL = (PENDING, ACCEPTED, FAILED)
+    ALL = (PENDING, ACCEPTED, FAILED, BOUNCED)
+
+
+class Mode:
+    """How a campaign's appeals reach its targets (``campaign_options.delivery_mode``)."""
+
+    EACH = "each"
+    """One e-mail per supporter (the default)."""
+    DIGEST = "digest"
+    """One message per target every ``digest_hours``: the letter once, every supporter's
+    name, country and sentence, and a CSV attachment."""
+    CAPPED = "capped"
+    """One e-mail per supporter up to ``daily_cap`` a day; the rest go in the digest."""
+
+    ALL = (EACH, DIGEST, CAPPED)
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:
@@ -166,6 +184,12 @@ class CampaignOption(db.Model):
     sending_paused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     # Test mode: set, every appeal goes to this staff address instead of its addressees.
     test_address: Mapped[str | None] = mapped_column(String(254))
+    # Per-supporter mail, a digest, or mail up to a daily cap and a digest for the rest.
+    delivery_mode: Mapped[str] = mapped_column(
+        String(8), default=Mode.EACH, server_default=Mode.EACH
+    )
+    digest_hours: Mapped[int] = mapped_column(Integer, default=24, server_default="24")
+    daily_cap: Mapped[int | None] = mapped_column(Integer)
 
 
 class Diplomat(db.Model):
@@ -289,6 +313,12 @@ class Recipient(db.Model):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     message_id: Mapped[str | None] = mapped_column(String(255))
+    # When a bounce for this copy came back (its status is then ``bounced``).
+    bounced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The digest this copy went in, where the campaign sends digests.
+    digest_id: Mapped[int | None] = mapped_column(
+        ForeignKey("digests.id", ondelete="SET NULL"), index=True
+    )
 
     appeal: Mapped[Appeal] = relationship(back_populates="recipients")
 
@@ -306,3 +336,93 @@ class AppealEvent(db.Model):
     reason: Mapped[str | None] = mapped_column(Text)
 
     appeal: Mapped[Appeal] = relationship(back_populates="events")
+
+
+class Digest(db.Model):
+    """One message to one target carrying every supporter of a period (digest mode)."""
+
+    __tablename__ = "digests"
+    __table_args__ = (
+        Index("ix_digests_campaign_address", "campaign", "address"),
+        CheckConstraint(_one_of("status", ("pending", "sent", "failed")), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(254))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    supporters: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    last_reply: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(String(255))
+
+
+class Bounce(db.Model):
+    """A bounce read from the bounce mailbox: hard (permanent) or soft (for now)."""
+
+    __tablename__ = "bounces"
+    __table_args__ = (Index("ix_bounces_address", "address"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The target's address that the report says failed.
+    address: Mapped[str] = mapped_column(String(254))
+    kind: Mapped[str] = mapped_column(String(8))  # "hard" or "soft"
+    reason: Mapped[str | None] = mapped_column(Text)
+    appeal_id: Mapped[int | None] = mapped_column(
+        ForeignKey("appeals.id", ondelete="SET NULL"), index=True
+    )
+    recipient_id: Mapped[int | None] = mapped_column(
+        ForeignKey("appeal_recipients.id", ondelete="SET NULL")
+    )
+    # The report's own Message-ID: a report read twice counts once.
+    report_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+
+
+class TargetFlag(db.Model):
+    """A target address that hard-bounced: its queued mail is held until a manager decides."""
+
+    __tablename__ = "target_flags"
+
+    address: Mapped[str] = mapped_column(String(254), primary_key=True)
+    flagged_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    reason: Mapped[str | None] = mapped_column(Text)
+    # None while undecided; then "released" or "rerouted".
+    decision: Mapped[str | None] = mapped_column(String(16))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decided_by: Mapped[str | None] = mapped_column(String(254))
+
+
+class AddressChange(db.Model):
+    """An addressee's e-mail changed at run time: letters go to ``new_address`` from then on."""
+
+    __tablename__ = "address_changes"
+    __table_args__ = (Index("ix_address_changes_old", "old_address"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # None: every campaign that writes to the old address.
+    campaign: Mapped[str | None] = mapped_column(String(64))
+    old_address: Mapped[str] = mapped_column(String(254))
+    new_address: Mapped[str] = mapped_column(String(254))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    changed_by: Mapped[str | None] = mapped_column(String(254))
+    # How many copies were re-routed with the change.
+    rerouted: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SelfReport(db.Model):
+    """A supporter's word that they sent the letter from their own mailbox: counted as
+    "self-sent (reported)", never as delivered mail."""
+
+    __tablename__ = "self_reports"
+    __table_args__ = (Index("ix_self_reports_campaign", "campaign"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign: Mapped[str] = mapped_column(String(64))
+    appeal_id: Mapped[int | None] = mapped_column(ForeignKey("appeals.id", ondelete="SET NULL"))
+    channel: Mapped[str] = mapped_column(String(12))  # mailto, gmail, outlook, copy
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -60,7 +60,9 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     ),
     Status.HELD: frozenset({Status.QUEUED, Status.CANCELLED}),
     Status.FAILED: frozenset({Status.QUEUED}),  # a manager's retry
-    Status.SENT: frozenset(),
+    # A copy bounced and a manager re-routed it to the target's new address: the
+    # appeal goes again, to that copy alone (accepted copies never go twice).
+    Status.SENT: frozenset({Status.QUEUED}),
     Status.CANCELLED: frozenset(),
 }
 

@@ -46,7 +46,8 @@ def _events(app, appeal_ids: list[int]) -> list[tuple[int, str | None, str]]:
 def test_the_table_knows_every_state_and_final_states_go_nowhere():
     assert set(states.TRANSITIONS) == set(S.ALL)
     assert all(targets <= set(S.ALL) for targets in states.TRANSITIONS.values())
-    assert states.TRANSITIONS[S.SENT] == frozenset()
+    # Only a re-route after a bounce sends a sent appeal again (campaign.addresses).
+    assert states.TRANSITIONS[S.SENT] == {S.QUEUED}
     assert states.TRANSITIONS[S.CANCELLED] == frozenset()
     # What is being sent can only be settled by its batch or recovered: never steered.
     assert states.TRANSITIONS[S.SENDING] == {S.SENT, S.RETRYING, S.FAILED, S.QUEUED}
