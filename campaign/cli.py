@@ -93,6 +93,64 @@ def dispatch_command(once: bool, interval: float | None) -> None:
 appeals_cli.add_command(dispatch_command, "sweep")
 
 
+@appeals_cli.command("digest")
+@click.option("--campaign", "slug", default=None, help="Only this campaign (default: every one).")
+@click.option("--now", "at_once", is_flag=True, help="Send now, even if no digest is due.")
+def digest_command(slug: str | None, at_once: bool) -> None:
+    """Send the digests that are due (the dispatcher does this every minute), or with
+    --now a digest of every appeal waiting for one, at once."""
+    from . import digests
+    from .snapshots import delivery_modes
+
+    modes = delivery_modes()
+    if slug is not None and slug not in modes:
+        raise click.ClickException(
+            f"{slug} sends one e-mail per supporter (or does not exist): choose digest or "
+            "capped mode on its admin page first"
+        )
+    slugs = [slug] if slug else sorted(modes)
+    if not at_once:
+        due = set(digests.due_digests())
+        slugs = [s for s in slugs if s in due]
+    if not slugs:
+        click.echo("no digest is due")
+    for name in slugs:
+        click.echo(str(digests.send_digest(name, scheduled=not at_once)))
+
+
+@appeals_cli.command("bounces")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Read at most this many.")
+@click.option(
+    "--every",
+    type=click.FloatRange(1),
+    default=None,
+    help="Keep reading, every this many seconds (default: one pass, then exit).",
+)
+def bounces_command(limit: int | None, every: float | None) -> None:
+    """Read the bounce mailbox (BOUNCE_IMAP_URL): hard bounces flag their address and
+    hold its mail, soft ones and auto-replies are counted."""
+    import imaplib
+    import time
+
+    from .bounces import read_mailbox
+
+    url = current_app.config.get("BOUNCE_IMAP_URL")
+    if not url:
+        raise click.ClickException("set BOUNCE_IMAP_URL (imap://user:password@host/INBOX)")
+    while True:
+        try:
+            totals = read_mailbox(url, limit)
+        except (ValueError, OSError, imaplib.IMAP4.error) as e:
+            if every is None:
+                raise click.ClickException(f"bounce mailbox: {e}") from e
+            current_app.logger.warning("bounce mailbox: %s; trying again", e)
+        else:
+            click.echo(", ".join(f"{k} {v}" for k, v in totals.items()))
+        if every is None:
+            return
+        time.sleep(every)
+
+
 @appeals_cli.command("synthetic")
 @click.option("--campaign", "slug", required=True)
 @click.option("--count", type=click.IntRange(1, 1_000_000), required=True)

@@ -122,6 +122,14 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "SWEEP_INTERVAL": 1.0,
         "DELIVERY_BATCH_SIZE": 200,
         "SENDING_LEASE_SECONDS": 300.0,
+        # Digests (campaign/digests.py): the hour of the main addressee's day that a
+        # campaign's digest periods start from (a daily digest goes then); most
+        # supporters, and most bytes of names and sentences, in one digest message
+        # (more are split into parts); minutes before a failed digest is tried again.
+        "DIGEST_HOUR": 8,
+        "DIGEST_MAX_SUPPORTERS": 5000,
+        "DIGEST_MAX_BYTES": 5_000_000,
+        "DIGEST_RETRY_MINUTES": 10.0,
         "RQ_ASYNC": True,
         # DKIM (campaign/dkim.py): the key and its names; by default those that
         # flask dkim init wrote in the instance folder. No key: mail goes unsigned.
@@ -130,6 +138,13 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "DKIM_DOMAIN": None,
         # flask doctor asks this DNS server (host or host:port); default: the system's.
         "DOCTOR_NAMESERVER": None,
+        # Bounces (campaign/bounces.py): an appeal's envelope sender becomes
+        # "<local>+<token>@<domain>" of this address ("bounces@org.example"; just
+        # "bounces" takes the sender's domain); unset, the envelope sender stays the
+        # From address. flask appeals bounces reads the returned reports from this
+        # mailbox: imap://user:password@host:port/INBOX or imaps://…
+        "BOUNCE_ADDRESS": None,
+        "BOUNCE_IMAP_URL": None,
         # /metrics (campaign/health.py): with a token, only to "Authorization: Bearer
         # <token>"; without one, only to clients on loopback.
         "METRICS_TOKEN": None,
@@ -160,6 +175,8 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         "DKIM_SELECTOR",
         "DKIM_DOMAIN",
         "DOCTOR_NAMESERVER",
+        "BOUNCE_ADDRESS",
+        "BOUNCE_IMAP_URL",
         "METRICS_TOKEN",
         "LOG_FORMAT",
         "LOG_LEVEL",
@@ -194,6 +211,7 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         "RETENTION_DAYS",
         "SENDING_LEASE_SECONDS",
         "MAIL_TIMEOUT",
+        "DIGEST_RETRY_MINUTES",
     ):
         if environ.get(name):
             out[name] = float(environ[name])
@@ -204,6 +222,9 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         "TRUSTED_PROXIES",
         "HSTS_MAX_AGE",
         "CONFIRMATION_MAILS_PER_DAY",
+        "DIGEST_HOUR",
+        "DIGEST_MAX_SUPPORTERS",
+        "DIGEST_MAX_BYTES",
     ):
         if environ.get(name):
             out[name] = int(environ[name])

@@ -30,7 +30,7 @@ from rq import Queue, Worker
 from rq.registry import StartedJobRegistry
 from sqlalchemy import func, literal, select, text, union_all
 
-from . import sending, standing
+from . import digests, selfsend, sending, standing
 from .campaigns import Campaign, all_campaigns
 from .db import db, utcnow
 from .delivery.pacing import PacingRules, pacing_rules, peek
@@ -169,6 +169,11 @@ class CampaignOverview:
     """Sending is paused for this campaign itself."""
     test_address: str | None = None
     """In test mode: every appeal goes to this staff address instead."""
+    self_sent: int = 0
+    """Supporters who said they sent the letter from their own mailbox ("self-sent
+    (reported)", :mod:`campaign.selfsend`): never counted as sent by us."""
+    self_sent_also_ours: int = 0
+    """Of those, reports from an appeal that was also confirmed to go through us."""
 
     @property
     def slug(self) -> str:
@@ -431,6 +436,7 @@ def overview(now: datetime | None = None) -> Overview:
     diplomats = {slug: diplomats_of(c) for slug, c in campaigns.items() if c.diplomats_of}
     backlog = _backlog(campaigns, due, diplomats)
     engine, levels = _engine(now, rules, backlog)
+    self_sent = selfsend.counts()
     overviews = []
     for slug, campaign in campaigns.items():
         mine = per_campaign.get(slug, dict.fromkeys(Status.ALL, 0))
@@ -443,18 +449,24 @@ def overview(now: datetime | None = None) -> Overview:
                 languages=_ranked(languages.get(slug, Counter()), language_name),
                 countries=_ranked(countries.get(slug, Counter()), country_name, TOP_COUNTRIES),
                 hours=_hours(now, hourly.get(slug, {})),
-                eta=_eta(
-                    campaign,
+                eta=digests.with_mode(  # a digest campaign's ETA is its next digest
+                    _eta(
+                        campaign,
+                        now,
+                        sum(mine[s] for s in DUE),
+                        mine[Status.HELD],
+                        rules,
+                        backlog,
+                        levels,
+                    ),
+                    slug,
                     now,
-                    sum(mine[s] for s in DUE),
-                    mine[Status.HELD],
-                    rules,
-                    backlog,
-                    levels,
                 ),
                 sending_paused=gate.holds(slug),
                 paused_here=slug in gate.paused,
                 test_address=gate.test_address(slug),
+                self_sent=self_sent.get(slug, (0, 0))[0],
+                self_sent_also_ours=self_sent.get(slug, (0, 0))[1],
             )
         )
     return Overview(now=now, counts=counts, campaigns=overviews, engine=engine, gate=gate)

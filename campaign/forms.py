@@ -12,13 +12,16 @@ from wtforms import (
     BooleanField,
     DecimalField,
     EmailField,
+    HiddenField,
     IntegerField,
     PasswordField,
+    RadioField,
     SelectField,
     StringField,
     SubmitField,
     TextAreaField,
 )
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from .intake import MESSAGE_MAX, NAME_MAX
@@ -56,6 +59,25 @@ class ConfirmForm(FlaskForm):
     message = TextAreaField(OWN_SENTENCE, render_kw={"maxlength": MESSAGE_MAX, "rows": 3})
     preview = SubmitField(_l("Preview my changes"))
     submit = SubmitField(SEND_MY_APPEAL)
+
+
+class SelfSentForm(FlaskForm):
+    """ "I sent it myself": how (a link, or the copied letter), and from the confirmation
+    page the link's token, so that the report belongs to that appeal. The channel is
+    checked by the view, with a clearer message (and a 422)."""
+
+    channel = RadioField(
+        _l("How did you send it?"),
+        choices=[
+            SelectChoice("mailto", _l("My mail program")),
+            SelectChoice("gmail", _l("Gmail")),
+            SelectChoice("outlook", _l("Outlook")),
+            SelectChoice("copy", _l("I copied the letter into a message")),
+        ],
+        validate_choice=False,
+    )
+    token = HiddenField()
+    report = SubmitField(_l("I sent it myself"))
 
 
 class ResendForm(FlaskForm):

@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import pycountry
@@ -91,8 +92,27 @@ def diplomats_of(campaign: Campaign) -> Mapping[str, Sequence[Any]]:
     return snapshots.diplomats(campaign.diplomats_of)
 
 
-def copies_for(campaign: Campaign, language: str, diplomats: list[Diplomat]) -> list[Copy]:
-    copies = [Copy(a.name, a.title_in(language), a.email) for a in campaign.copies]
+def moved_addresses(campaign: Campaign) -> Mapping[str, str]:
+    """The campaign file's addressees whose address changed at run time: old address,
+    lower-case → the one in force (:mod:`campaign.addresses`; a snapshot, no query).
+    A diplomat's address is its row's, changed there."""
+    from . import snapshots
+
+    return snapshots.addresses(campaign.slug)
+
+
+def copies_for(
+    campaign: Campaign,
+    language: str,
+    diplomats: list[Diplomat],
+    moved: Mapping[str, str] = MappingProxyType({}),
+) -> list[Copy]:
+    """The copy addressees, the campaign file's first (through ``moved``, the changed
+    addresses), then the diplomats."""
+    copies = [
+        Copy(a.name, a.title_in(language), moved.get(a.email.lower(), a.email))
+        for a in campaign.copies
+    ]
     copies += [Copy(d.name, "", d.email or "") for d in diplomats]
     return copies
 
@@ -267,11 +287,13 @@ def render_letter(
     seed: str,
     diplomats: list[Diplomat],
     org_name: str,
+    moved: Mapping[str, str] = MappingProxyType({}),
 ) -> Letter:
     """Render subject, text and HTML for one supporter. HTML is autoescaped.
 
     ``email`` and ``org_name`` are not in the letter (the envelope has them); they are
-    here so that every caller passes the same description of an appeal."""
+    here so that every caller passes the same description of an appeal. ``moved``
+    maps the campaign file's addressees' changed addresses (:func:`moved_addresses`)."""
     subject, letter, copy = _versions(
         campaign,
         name=name,
@@ -286,13 +308,16 @@ def render_letter(
     frame = _frame(campaign, language)
     html = "".join(part if i % 2 == 0 else filling[part] for i, part in enumerate(frame))
     to: Addressee = campaign.to
+    to_address = moved.get(to.email.lower(), to.email)
     return Letter(
         subject=subject,
         text=letter_text(letter, copy),
         html=html,
-        to=(Recipient(to.name, to.email),),
+        to=(Recipient(to.name, to_address),),
         cc=tuple(
-            Recipient(c.name, c.email) for c in copies_for(campaign, language, diplomats) if c.email
+            Recipient(c.name, c.email)
+            for c in copies_for(campaign, language, diplomats, moved)
+            if c.email
         ),
     )
 
@@ -349,4 +374,5 @@ def letter_for(
         seed=writer.email,
         diplomats=diplomats,
         org_name=org_name,
+        moved=moved_addresses(campaign),
     )

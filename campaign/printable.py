@@ -33,7 +33,14 @@ from fpdf.enums import XPos, YPos
 from .campaigns import Addressee, Campaign
 from .db import db
 from .exceptions import CampaignError
-from .letters import COPY_RULE, Writer, country_name_in, diplomats_for, letter_for
+from .letters import (
+    COPY_RULE,
+    Writer,
+    country_name_in,
+    diplomats_for,
+    letter_for,
+    moved_addresses,
+)
 from .models import Appeal, Diplomat
 
 FONT = Path(__file__).with_name("fonts") / "DejaVuSans.ttf"
@@ -135,9 +142,16 @@ def _diplomat_addressee(diplomat: Diplomat) -> Addressee:
 
 
 def _people(campaign: Campaign, diplomats: Sequence[Diplomat]) -> list[_Person]:
-    """The main addressee, the copies, then the diplomats, as the letter lists them."""
-    people = [_Person(campaign.to, "to")]
-    people += [_Person(a, "cc") for a in campaign.copies]
+    """The main addressee, the copies, then the diplomats, as the letter lists them;
+    the campaign file's at the address in force (:mod:`campaign.addresses`)."""
+    moved = moved_addresses(campaign)
+
+    def current(a: Addressee) -> Addressee:
+        found = moved.get(a.email.lower())
+        return replace(a, email=found) if found else a
+
+    people = [_Person(current(campaign.to), "to")]
+    people += [_Person(current(a), "cc") for a in campaign.copies]
     people += [_Person(_diplomat_addressee(d), "diplomat", d) for d in diplomats]
     return people
 

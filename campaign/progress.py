@@ -29,7 +29,7 @@ from .campaigns import get_campaign
 from .db import db, utcnow
 from .delivery.pacing import PacingRules, pacing_rules, seconds_until_open
 from .mail import TEST_MARK
-from .models import DUE, Appeal, Delivery, Recipient, Status
+from .models import DUE, Appeal, Delivery, Recipient, SelfReport, Status
 
 SOON = timedelta(minutes=10)
 """A wait shorter than this is "in the next few minutes", not a time."""
@@ -66,6 +66,10 @@ class Progress:
     copies: tuple[CopyProgress, ...]
     expected_at: datetime | None
     """When a waiting appeal should go, if not soon (None: soon, or not waiting)."""
+    digest_at: datetime | None = None
+    """When the digest that carried it to its main addressee went (digest mode)."""
+    next_digest_at: datetime | None = None
+    """When the digest it waits for goes (digest mode; None: it goes one by one)."""
 
     @property
     def main_accepted(self) -> bool:
@@ -114,7 +118,21 @@ def find(public_id: str) -> Progress | None:
         erased=appeal.erased_at is not None,
         copies=copies,
         expected_at=expected_at(appeal, appeal.recipients),
+        **_digest(appeal),
     )
+
+
+def _digest(appeal: Appeal) -> dict[str, datetime | None]:
+    """Which digest carried the appeal, or will (:mod:`campaign.digests`); a query only
+    for an appeal that went in one, or waits in a campaign that sends them."""
+    from . import digests
+
+    found: dict[str, datetime | None] = {}
+    if any(r.digest_id for r in appeal.recipients):
+        found["digest_at"] = digests.digest_dates([appeal.id]).get(appeal.id)
+    if appeal.status == Status.QUEUED:
+        found["next_digest_at"] = digests.goes_in_digest(appeal)
+    return found
 
 
 def expected_at(
@@ -182,8 +200,35 @@ def _within_hours(rules: PacingRules, timezone: str, start: datetime, seconds: f
 def sent_count(slug: str) -> int:
     """Appeals of this campaign sent so far (synthetic load, which has no link, is not
     counted), from a count at most :data:`COUNT_SECONDS` old."""
-    cache: dict[str, tuple[float, int]] = current_app.extensions.setdefault("sent_counts", {})
-    lock: threading.Lock = current_app.extensions.setdefault("sent_counts_lock", threading.Lock())
+    return _cached_count(
+        "sent_counts",
+        slug,
+        select(func.count())
+        .select_from(Appeal)
+        .where(
+            Appeal.campaign == slug,
+            Appeal.status == Status.SENT,
+            Appeal.token_issued_at.is_not(None),
+        ),
+    )
+
+
+def self_sent_count(slug: str) -> int:
+    """Supporters of this campaign who said they sent the letter from their own
+    mailbox ("self-sent (reported)", :mod:`campaign.selfsend`): their word, not
+    delivered mail, so never part of :func:`sent_count`. At most
+    :data:`COUNT_SECONDS` old."""
+    return _cached_count(
+        "self_sent_counts",
+        slug,
+        select(func.count()).select_from(SelfReport).where(SelfReport.campaign == slug),
+    )
+
+
+def _cached_count(name: str, slug: str, query: Any) -> int:
+    """``query``'s count for ``slug``, reused for :data:`COUNT_SECONDS` per process."""
+    cache: dict[str, tuple[float, int]] = current_app.extensions.setdefault(name, {})
+    lock: threading.Lock = current_app.extensions.setdefault(f"{name}_lock", threading.Lock())
     now = time.monotonic()
     cached = cache.get(slug)
     if cached is not None and cached[0] > now:
@@ -192,15 +237,7 @@ def sent_count(slug: str) -> int:
     if not lock.acquire(blocking=cached is None):
         return cached[1] if cached is not None else 0
     try:
-        count = db.session.scalar(
-            select(func.count())
-            .select_from(Appeal)
-            .where(
-                Appeal.campaign == slug,
-                Appeal.status == Status.SENT,
-                Appeal.token_issued_at.is_not(None),
-            )
-        )
+        count = db.session.scalar(query)
         cache[slug] = (time.monotonic() + COUNT_SECONDS, int(count or 0))
     finally:
         lock.release()

@@ -24,7 +24,7 @@ from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session
 
 from .db import db
-from .models import CampaignOption, Diplomat
+from .models import AddressChange, CampaignOption, Diplomat
 
 TTL = 2.0
 """Seconds a process keeps a snapshot it read from the database."""
@@ -97,6 +97,35 @@ def _default(column_attr: Any) -> Any:
     return None
 
 
+@dataclass(frozen=True)
+class ModeEntry:
+    """A campaign that does not send one e-mail per supporter (:mod:`campaign.digests`)."""
+
+    slug: str
+    mode: str
+    digest_hours: int
+    daily_cap: int | None
+
+
+def delivery_modes() -> MappingProxyType[str, ModeEntry]:
+    """The campaigns in digest or capped mode, by slug: usually none. The dispatcher
+    reads this every pass, so a campaign in the default mode costs it nothing."""
+    from .models import Mode
+
+    def load() -> MappingProxyType[str, ModeEntry]:
+        rows = db.session.execute(
+            db.select(
+                CampaignOption.slug,
+                CampaignOption.delivery_mode,
+                CampaignOption.digest_hours,
+                CampaignOption.daily_cap,
+            ).where(CampaignOption.delivery_mode.in_((Mode.DIGEST, Mode.CAPPED)))
+        )
+        return MappingProxyType({r[0]: ModeEntry(r[0], r[1], int(r[2] or 24), r[3]) for r in rows})
+
+    return _snapshots().get(("modes",), load)  # type: ignore[no-any-return]
+
+
 def diplomats(target_state: str) -> MappingProxyType[str, tuple[DiplomatEntry, ...]]:
     """The diplomats of ``target_state``, by the country they are accredited to."""
 
@@ -117,6 +146,27 @@ def diplomats(target_state: str) -> MappingProxyType[str, tuple[DiplomatEntry, .
     return _snapshots().get(("diplomats", target_state), load)  # type: ignore[no-any-return]
 
 
+def addresses(campaign: str | None) -> MappingProxyType[str, str]:
+    """Addressees' addresses changed at run time (:mod:`campaign.addresses`) for
+    ``campaign`` (its own changes and those for every campaign): old, lower-case → the
+    address in force, chains followed."""
+
+    def load() -> MappingProxyType[str, str]:
+        from .addresses import resolve
+
+        scope = AddressChange.campaign.is_(None)
+        if campaign is not None:
+            scope = scope | (AddressChange.campaign == campaign)
+        rows = db.session.execute(
+            db.select(AddressChange.old_address, AddressChange.new_address)
+            .where(scope)
+            .order_by(AddressChange.id)
+        )
+        return MappingProxyType(resolve((r[0], r[1]) for r in rows))
+
+    return _snapshots().get(("addresses", campaign), load)  # type: ignore[no-any-return]
+
+
 def clear() -> None:
     """Forget this process's snapshots (the next read goes to the database)."""
     with contextlib.suppress(RuntimeError):  # outside an application: nothing is kept
@@ -132,10 +182,12 @@ def _bulk_change(state: Any) -> None:
     """``update(CampaignOption)`` and ``delete(Diplomat)`` skip the mapper's events."""
     mapper = state.bind_mapper
     changes = state.is_update or state.is_delete
-    if changes and mapper is not None and mapper.class_ in (CampaignOption, Diplomat):
+    if changes and mapper is not None and mapper.class_ in _WATCHED:
         clear()
 
 
-for _model in (CampaignOption, Diplomat):
+_WATCHED = (CampaignOption, Diplomat, AddressChange)
+
+for _model in _WATCHED:
     for _name in ("after_insert", "after_update", "after_delete"):
         event.listen(_model, _name, _changed)

@@ -69,8 +69,9 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def letters_app(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """An app context for rendering: a throwaway SQLite file that nothing reads (every
-    render here names its diplomats: none), and no broker."""
+    """An app context for rendering: a throwaway SQLite file with empty tables (every
+    render here names its diplomats: none; ``letter_for`` reads the address changes:
+    none), and no broker."""
     folder = tmp_path_factory.mktemp("letters")
     app = create_app(
         {
@@ -83,6 +84,7 @@ def letters_app(tmp_path_factory: pytest.TempPathFactory) -> Any:
         }
     )
     with app.app_context():
+        db.create_all()
         yield app
 
 

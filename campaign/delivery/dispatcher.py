@@ -21,6 +21,9 @@ every ``SWEEP_INTERVAL``:
 Supporters whose appeal reached its main addressee are handed to a receipts job
 (:mod:`.receipts`), a few seconds later.
 
+A campaign in digest mode has its queued appeals wait for its digest, which this
+loop sends when due (:mod:`campaign.digests`, looked for every minute).
+
 Every hour it also applies retention (:mod:`campaign.retention`). Run it with
 ``flask --app app appeals dispatch`` (``make run`` starts it).
 """
@@ -34,7 +37,7 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import or_, text
 
-from .. import sending
+from .. import bounces, digests, sending, snapshots
 from ..db import db, utcnow
 from ..models import DUE, IN_FLIGHT, NOTICE_DUE, UNMAILED, Appeal, Status
 from ..retention import apply_retention
@@ -69,6 +72,7 @@ class Report:
     jobs: int = 0
     confirmations: int = 0
     receipts: int = 0
+    digests: int = 0
 
 
 def recover_abandoned(report: Report) -> None:
@@ -165,7 +169,17 @@ class Dispatcher:
         )
         if switches.paused:
             query = query.where(Appeal.campaign.not_in(sorted(switches.paused)))
+        # Campaigns that send digests (campaign.digests): their queued appeals wait for
+        # the digest. Usually there are none, and this costs a snapshot read.
+        modes = snapshots.delivery_modes()
+        if modes:
+            query = query.where(Appeal.campaign.not_in(sorted(modes)))
         rows = db.session.execute(query).all()
+        if modes:
+            rows += digests.one_by_one(modes, switches.paused, utcnow(), DISPATCH_LIMIT)
+        # Appeals bound for a target address that hard-bounced wait for a manager's
+        # decision (campaign.bounces); a look at the small flags table per pass.
+        rows = bounces.hold_flagged(rows, self.held[DELIVER])
         appeals, jobs = self.hand_out(DELIVER, [tuple(r) for r in rows])
         report.enqueued += appeals
         report.jobs += jobs
@@ -192,6 +206,7 @@ class Dispatcher:
         self.dispatch_due(report)
         self.dispatch_confirmations(report)
         self.dispatch_receipts(report, lag=0.0)  # one pass: every event it can see
+        report.digests += len(digests.run_due())
         return report
 
 
@@ -210,7 +225,7 @@ def run_forever(interval: float, window: float) -> None:
     log = current_app.logger
     alarm = Alarm(rq.connection())
     dispatcher = Dispatcher()
-    last_recovery = last_retention = 0.0
+    last_recovery = last_retention = last_digest = 0.0
     follow_up = False
     while True:
         started = time.monotonic()
@@ -222,6 +237,10 @@ def run_forever(interval: float, window: float) -> None:
             if started - last_retention >= RETENTION_INTERVAL:
                 last_retention = started
                 log.info("retention: %s", apply_retention())
+            if started - last_digest >= digests.CHECK_SECONDS:
+                last_digest = started
+                for sent in digests.run_due():
+                    log.info("digest: %s", sent)
             dispatcher.dispatch_due(report)
             dispatcher.dispatch_confirmations(report)
             dispatcher.dispatch_receipts(report)

@@ -39,6 +39,7 @@ from sqlalchemy import and_, exists, func, not_, or_, select, update
 from .. import states
 from ..campaigns import get_campaign
 from ..db import db, utcnow
+from ..digests import digest_dates, neutral_letter
 from ..i18n import DEFAULT, current_language, supported
 from ..letters import diplomats_of, letter_for
 from ..mail import NAME_IN_SUPPORTER_MAIL, TEST_MARK, Outgoing, status_url, supporter_mail
@@ -191,6 +192,7 @@ def send(
 def _compose(claimed: list[Any], relay: RelaySettings) -> list[tuple[Any, Outgoing]]:
     """Each receipt in its supporter's interface language, each language switched to once."""
     copies = recipients.load(appeal.id for appeal in claimed)
+    in_digest = digest_dates(appeal.id for appeal in claimed)
     diplomats: dict[str, dict[str, list[Any]]] = {}
     by_locale: dict[str, list[Any]] = {}
     for appeal in claimed:
@@ -203,18 +205,32 @@ def _compose(claimed: list[Any], relay: RelaySettings) -> list[tuple[Any, Outgoi
                 if campaign.slug not in diplomats:
                     diplomats[campaign.slug] = diplomats_of(campaign)
                 on_file = diplomats[campaign.slug].get(appeal.country, [])
-                ready.append(
-                    (appeal, receipt_message(appeal, copies.get(appeal.id, []), relay, on_file))
+                message = receipt_message(
+                    appeal,
+                    copies.get(appeal.id, []),
+                    relay,
+                    on_file,
+                    digest_at=in_digest.get(appeal.id),
                 )
+                ready.append((appeal, message))
     return ready
 
 
 def receipt_message(
-    appeal: Any, copies: list[recipients.Copy], relay: RelaySettings, diplomats: list[Any]
+    appeal: Any,
+    copies: list[recipients.Copy],
+    relay: RelaySettings,
+    diplomats: list[Any],
+    digest_at: datetime | None = None,
 ) -> Outgoing:
     """The receipt, in the interface language in force: where the appeal went, the
-    link to its status page, and the letter that went in the supporter's name."""
+    link to its status page, and the letter that went in the supporter's name; or, for
+    an appeal that went in a digest (``digest_at``), that digest's date and letter."""
     campaign = get_campaign(appeal.campaign)
+    if digest_at is not None:
+        letter: Any = neutral_letter(campaign)
+    else:
+        letter = letter_for(campaign, appeal, relay.org_name, diplomats)
     language = current_language()
     name = appeal.name[:NAME_IN_SUPPORTER_MAIL]
     return supporter_mail(
@@ -226,7 +242,8 @@ def receipt_message(
         copies=sorted(copies, key=lambda c: c.role != "to"),
         accepted=Delivery.ACCEPTED,
         failed=Delivery.FAILED,
-        letter=letter_for(campaign, appeal, relay.org_name, diplomats),
+        letter=letter,
+        digest_at=digest_at,
         status_url=status_url(appeal.public_id, language),
         days=int(float(current_app.config["RETENTION_DAYS"])),
     )

@@ -31,11 +31,11 @@ from typing import Any, TypeVar
 from flask import current_app
 from sqlalchemy import bindparam, text, update
 
-from .. import sending, states
+from .. import bounces, sending, states
 from ..campaigns import get_campaign
 from ..db import UTCDateTime, db, utcnow
 from ..letters import diplomats_of
-from ..mail import TEST_MARK, Outgoing, appeal_message, staff_copy
+from ..mail import TEST_MARK, Outgoing, appeal_message, sender_domain, staff_copy
 from ..models import IN_FLIGHT, Appeal, Delivery, Diplomat, Status
 from ..settings import RelaySettings
 from . import recipients
@@ -141,12 +141,14 @@ class Batch:
 class AppealComposer:
     """Letters for a batch: the message, and each recipient's copy on the first try.
 
-    Looks up each campaign's diplomats once per batch.
+    Looks up each campaign's diplomats once per batch. With ``BOUNCE_ADDRESS`` set, the
+    envelope sender is the appeal's own bounce address (:mod:`campaign.bounces`).
     """
 
     def __init__(self, relay: RelaySettings) -> None:
         self.relay = relay
         self._diplomats: dict[str, dict[str, list[Diplomat]]] = {}
+        self.bounce_address = current_app.config.get("BOUNCE_ADDRESS") or None
 
     def __call__(self, appeal: Any, copies: list[Any] | None) -> tuple[Outgoing, list[Any]]:
         if appeal.campaign not in self._diplomats:
@@ -164,11 +166,17 @@ class AppealComposer:
                 message_id=copies[0].message_id,
                 addressees=addressees,
             )
-            return message, copies
-        message = appeal_message(appeal, self.relay, diplomats=diplomats)
+            return self._returned_to(appeal, message), copies
+        message = self._returned_to(appeal, appeal_message(appeal, self.relay, diplomats=diplomats))
         copies = [Copy(a, n, "to", message_id=message.message_id) for n, a in message.to]
         copies += [Copy(a, n, "cc", message_id=message.message_id) for n, a in message.cc]
         return message, copies
+
+    def _returned_to(self, appeal: Any, message: Outgoing) -> Outgoing:
+        if not self.bounce_address:
+            return message
+        sender = bounces.envelope_sender(appeal.id, self.bounce_address, sender_domain(self.relay))
+        return replace(message, envelope_from=sender)
 
 
 PAUSED = Outcome(Status.QUEUED, "sending paused: waits in the queue")

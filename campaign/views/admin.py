@@ -39,8 +39,15 @@ from flask_wtf.csrf import generate_csrf
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import Forbidden
 from werkzeug.wrappers import Response
-from wtforms import BooleanField, DecimalField, SelectField, SubmitField, TextAreaField
-from wtforms.validators import InputRequired, Length, NumberRange
+from wtforms import (
+    BooleanField,
+    DecimalField,
+    IntegerField,
+    SelectField,
+    SubmitField,
+    TextAreaField,
+)
+from wtforms.validators import InputRequired, Length, NumberRange, Optional
 from wtforms.widgets import TextInput
 
 from .. import audit, dkim, forms, mime, sending, settings, standing
@@ -61,7 +68,7 @@ from ..forms import (
 )
 from ..intake import normalise_email
 from ..mail import Outgoing, sender_domain
-from ..models import CampaignOption, Role, User
+from ..models import CampaignOption, Mode, Role, User
 from ..users import (
     create_user,
     end_sessions,
@@ -347,6 +354,9 @@ def check_connection() -> Response:
     return _relay_check(send_test=False)
 
 
+HOURS_RULE = "Enter a whole number of hours from 1 to 168."
+
+
 class CampaignSwitchesForm(CampaignOptionsForm):
     """The campaign's switches, and whether and until when it takes appeals."""
 
@@ -357,9 +367,41 @@ class CampaignSwitchesForm(CampaignOptionsForm):
         validators=[Length(max=100_000)],
         render_kw={"rows": 5},
     )
+    # How appeals reach the targets (campaign/digests.py).
+    delivery_mode = SelectField(
+        "Delivery to the targets",
+        choices={
+            Mode.EACH: "One e-mail per supporter",
+            Mode.DIGEST: "A digest: one message per target every few hours",
+            Mode.CAPPED: "One e-mail per supporter up to a daily cap, a digest for the rest",
+        },
+        default=Mode.EACH,
+    )
+    digest_hours = IntegerField(
+        "Hours between two digests (1 to 168; 24 is daily, 168 weekly)",
+        default=24,
+        # Optional: a form from before these fields existed keeps the stored value.
+        validators=[Optional(), NumberRange(1, 168, message=HOURS_RULE)],
+    )
+    daily_cap = IntegerField(
+        "Daily cap: e-mails per supporter a day before the digest takes over (capped mode)",
+        validators=[Optional(), NumberRange(min=1, message="The daily cap is at least 1.")],
+    )
+
+    def validate(self, extra_validators: Any = None) -> bool:
+        valid = super().validate(extra_validators)
+        if self.digest_hours.data is None and not self.digest_hours.errors:
+            self.digest_hours.errors = [HOURS_RULE]  # sent empty
+            valid = False
+        if self.delivery_mode.data == Mode.CAPPED and not self.daily_cap.data:
+            if not self.daily_cap.errors:
+                self.daily_cap.errors = ["Capped mode needs a daily cap of at least 1."]
+            valid = False
+        return valid
 
 
 _SWITCHES = ("confirmation_required", "paused", "closed", "close_at_deadline")
+_DELIVERY = ("delivery_mode", "digest_hours", "daily_cap")
 
 
 @bp.get("/doctor")
@@ -384,6 +426,9 @@ def campaign_options(slug: str) -> str | Response | tuple[str, int]:
     form = CampaignSwitchesForm(
         data={
             **{name: getattr(option, name) for name in _SWITCHES},
+            "delivery_mode": option.delivery_mode or Mode.EACH,
+            "digest_hours": option.digest_hours or 24,
+            "daily_cap": option.daily_cap,
             "section_contacts": standing.format_contacts(option.section_contacts),
         }
     )
@@ -395,6 +440,8 @@ def campaign_options(slug: str) -> str | Response | tuple[str, int]:
         else:
             for name in _SWITCHES:
                 setattr(option, name, bool(getattr(form, name).data))
+            for name in _DELIVERY:
+                setattr(option, name, getattr(form, name).data)
             changed = sorted(
                 code
                 for code in {*contacts, *(option.section_contacts or {})}
@@ -402,7 +449,9 @@ def campaign_options(slug: str) -> str | Response | tuple[str, int]:
             )
             option.section_contacts = contacts or None
             db.session.merge(option)
-            switches = ", ".join(f"{name}={getattr(option, name)}" for name in _SWITCHES)
+            switches = ", ".join(
+                f"{name}={getattr(option, name)}" for name in (*_SWITCHES, *_DELIVERY)
+            )
             offices = f", section offices changed: {' '.join(changed)}" if changed else ""
             audit.record("campaign switches", f"{slug}: {switches}{offices}")
             db.session.commit()
@@ -698,4 +747,5 @@ def _mount_dashboard(state: BlueprintSetupState) -> None:
 bp.record_once(_mount_dashboard)
 
 
+from . import addresses as _addresses  # noqa: E402, F401 - its routes are this blueprint's
 from . import diplomats as _diplomats  # noqa: E402, F401 - its routes are this blueprint's

@@ -30,10 +30,12 @@ from flask_login import current_user
 from markupsafe import Markup
 from sqlalchemy import text
 from sqlalchemy.orm import selectinload
+from werkzeug.routing import BuildError
 
-from .. import appeals, audit, capture, console, search, sending
+from .. import appeals, audit, bounces, capture, console, search, sending
 from ..campaigns import all_campaigns
 from ..db import db, utcnow
+from ..delivery.queue import wake_dispatcher
 from ..forms import EraseForm, SteerForm
 from ..letters import letter_for
 from ..models import Appeal, Role, Status
@@ -535,3 +537,67 @@ def search_url(**args: str) -> str:
 
 
 bp.add_app_template_global(search_url, "search_url")
+
+
+# --- Bounces -----------------------------------------------------------------------------
+
+
+def _reroute_url(address: str) -> str:
+    """The admin page that gives a target a new address (:mod:`campaign.addresses`)."""
+    try:
+        return url_for("admin.addresses", old=address)
+    except BuildError:
+        return "/admin/addresses?" + urlencode({"old": address})
+
+
+@bp.get("/bounces")
+@role_required(Role.MANAGER)
+def bounce_list() -> str:
+    """Each target address's hard and soft bounces; a flagged one's mail is held until a
+    manager releases it or gives the target a new address."""
+    return render_template(
+        "manage/bounces.html",
+        targets=bounces.targets(),
+        reroute_url=_reroute_url,
+        confirm=None,
+        bounce_address=current_app.config.get("BOUNCE_ADDRESS"),
+    )
+
+
+@bp.get("/bounces/release")
+@role_required(Role.MANAGER)
+def bounce_release_confirm() -> tuple[str, int]:
+    """Before releasing a flagged address: how many held appeals will go to it."""
+    address = request.args.get("address", "").strip().lower()
+    target = next((t for t in bounces.targets() if t.address == address), None)
+    if target is None or target.flag is None:
+        abort(404, "That address is not flagged.")
+    return render_template(
+        "manage/bounces.html",
+        targets=[],
+        reroute_url=_reroute_url,
+        confirm=target,
+        bounce_address=current_app.config.get("BOUNCE_ADDRESS"),
+    ), 200
+
+
+@bp.post("/bounces/release")
+@role_required(Role.MANAGER)
+def bounce_release() -> Response:
+    """Release a flagged address: its held appeals go back to the queue."""
+    form = SteerForm()
+    address = request.form.get("address", "").strip().lower()
+    if not form.validate_on_submit() or not address:
+        flash("That did not work: reload the page and try again.", "error")
+        return redirect(url_for("manage.bounce_list"))
+    try:
+        moved = bounces.decide(address, bounces.RELEASED, actor=current_user.email)
+    except LookupError:
+        abort(404, "That address is not flagged.")
+    audit.record("release address", f"{address}: {moved} held appeals queued again")
+    db.session.commit()
+    if moved:
+        wake_dispatcher()
+    noun = "appeal" if moved == 1 else "appeals"
+    flash(f"Released {address}: {moved} held {noun} back in the queue.", "ok")
+    return redirect(url_for("manage.bounce_list"))

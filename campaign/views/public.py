@@ -15,6 +15,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask.typing import ResponseReturnValue
@@ -23,7 +24,7 @@ from flask_babel import gettext as _
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from .. import appeals, progress, standing
+from .. import appeals, progress, selfsend, standing
 from ..campaigns import Campaign, all_campaigns, get_campaign
 from ..db import utcnow
 from ..exceptions import (
@@ -35,7 +36,7 @@ from ..exceptions import (
     TokenInvalid,
     UnknownCampaign,
 )
-from ..forms import AppealForm, ConfirmForm, ResendForm
+from ..forms import AppealForm, ConfirmForm, ResendForm, SelfSentForm
 from ..i18n import current_language
 from ..intake import (
     countries,
@@ -45,6 +46,7 @@ from ..intake import (
     parse_supporter,
 )
 from ..letters import Letter, diplomats_for, fingerprint, letter_for
+from ..models import Status
 from ..printable import (
     Addressees,
     Unprintable,
@@ -144,6 +146,7 @@ def campaign(slug: str) -> ResponseReturnValue:
         )
         context["letter"] = letter_for(campaign, supporter, relay_settings().org_name, diplomats)
         context["same_letters"] = _same_letters(campaign, context["letter"], supporter)
+        context.update(_send_yourself(context["letter"]))
         return render_template("public/campaign.html", **context)
     try:
         status = appeals.submit(campaign, supporter, record=email_allowed(supporter.email))
@@ -178,6 +181,7 @@ def _standing(campaign: Campaign) -> dict[str, Any]:
             key=lambda office: office[1],
         ),
         "sent_count": progress.sent_count(campaign.slug),
+        "self_sent_count": progress.self_sent_count(campaign.slug),
     }
 
 
@@ -305,8 +309,50 @@ def confirm(token: str) -> ResponseReturnValue:
     context["letter"] = letter_for(campaign, writer, relay_settings().org_name)
     context["same_letters"] = _same_letters(campaign, context["letter"], writer)
     context["addressees"] = _page_addressees(campaign, writer.language, writer.country)
+    context.update(_send_yourself(context["letter"], token))
     code = 422 if context["errors"] else 200
     return render_template("public/confirm.html", **context), code
+
+
+def _send_yourself(letter: Letter, token: str = "") -> dict[str, Any]:
+    """The "send it yourself" links and report form of a previewed letter; from the
+    confirmation page, the form carries the link's token (the report is that appeal's)."""
+    form = SelfSentForm(formdata=None, data={"token": token})
+    return {"self_send": selfsend.links_for(letter), "self_sent_form": form}
+
+
+SELF_SENT_KEY = "self_sent"
+"""The campaigns this browser reported a self-sent letter for, without an appeal."""
+
+
+@bp.post("/c/<slug>/self-sent")
+@per_client
+def self_sent(slug: str) -> ResponseReturnValue:
+    """ "I sent it myself": the supporter's word, counted as self-sent (reported) and
+    never as delivered. It leaves their appeal as it is (see :func:`selfsend.record`).
+    One report per appeal, or per browser and campaign without one."""
+    campaign = _campaign_or_404(slug)
+    form = SelfSentForm()
+    if not form.validate_on_submit():  # CSRF (a missing token is refused before this)
+        abort(400)
+    token = form.token.data or ""
+    context = {"campaign": campaign, "form": form, "token": token}
+    context.update(recorded=False, waiting=False)
+    if form.channel.data not in selfsend.CHANNELS:
+        form.channel.errors = [_("Please choose how you sent the letter.")]
+        return render_template("public/self_sent.html", **context), 422
+    appeal = selfsend.appeal_for(token, slug) if token else None
+    appeal_id = appeal[0] if appeal else None
+    context["waiting"] = bool(appeal and appeal[1] == Status.AWAITING_CONFIRMATION)
+    reported = session.get(SELF_SENT_KEY, [])
+    if appeal_id is None and slug in reported:
+        return render_template("public/self_sent.html", **context)
+    context["recorded"] = selfsend.record(slug, form.channel.data, appeal_id)
+    if context["recorded"]:
+        count_this_request()
+        if appeal_id is None:
+            session[SELF_SENT_KEY] = [*reported[-19:], slug]
+    return render_template("public/self_sent.html", **context)
 
 
 def _same_letters(campaign: Campaign, letter: Letter, writer: Any) -> int:
