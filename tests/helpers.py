@@ -164,3 +164,15 @@ def submit(client: Any, page: str, action: str, button: str, **changes: Any) -> 
     data.update({k: str(v) for k, v in changes.items()})
     data[button] = "y"
     return client.post(action or page, data=data)
+
+
+def stored_appeal(app: Any, email: str) -> Any:
+    """The appeal this address wrote, read from the database and detached."""
+    from campaign.db import db
+    from campaign.models import Appeal
+
+    with app.app_context():
+        found = db.session.scalar(db.select(Appeal).filter_by(email=email))
+        assert found is not None
+        db.session.expunge(found)
+        return found

@@ -29,7 +29,7 @@ from campaign.models import (
     TargetFlag,
 )
 from campaign.users import create_user
-from helpers import APPEALS_URL, csrf_token, log_in, supporter
+from helpers import APPEALS_URL, csrf_token, log_in, stored_appeal, supporter
 
 SLUG = "pavlov-extradition"
 MINISTER = "ministro@mju.es"  # the campaign file's main addressee
@@ -54,12 +54,7 @@ def send(client: Any, email: str) -> int:
     return appeal(client.application, email).id
 
 
-def appeal(app: Any, email: str) -> Appeal:
-    with app.app_context():
-        found = db.session.scalar(db.select(Appeal).filter_by(email=email))
-        assert found is not None
-        db.session.expunge(found)
-        return found
+appeal = stored_appeal
 
 
 def copies(app: Any, appeal_id: int) -> dict[str, Recipient]:

@@ -37,7 +37,7 @@ from campaign.models import (
 )
 from campaign.users import create_user
 from conftest import free_port
-from helpers import APPEALS_URL, csrf_token, supporter
+from helpers import APPEALS_URL, csrf_token, stored_appeal, supporter
 
 DATA = Path(__file__).parent / "data" / "bounces"
 DOVECOT = "/usr/sbin/dovecot"
@@ -310,12 +310,7 @@ def _submit(client: Any, email: str, country: str = "GB") -> None:
     assert reply.status_code == 202, reply.get_data(as_text=True)
 
 
-def _appeal(app: Any, email: str) -> Appeal:
-    with app.app_context():
-        appeal = db.session.scalar(db.select(Appeal).filter_by(email=email))
-        assert appeal is not None
-        db.session.expunge(appeal)
-        return appeal
+_appeal = stored_appeal
 
 
 def _copies(app: Any, email: str) -> dict[str, Recipient]:

@@ -294,6 +294,12 @@ def test_the_documented_environment_settings_are_read():
             "MAIL_CA_FILE": "/etc/ssl/private-ca.pem",
             "MAIL_CAPTURE_PORT": "2025",
             "RATELIMIT_ENABLED": "false",
+            "BOUNCE_ADDRESS": "bounces@example.org",
+            "BOUNCE_IMAP_URL": "imaps://bounces:pw@imap.example.org/INBOX",
+            "DIGEST_HOUR": "7",
+            "DIGEST_MAX_SUPPORTERS": "1000",
+            "DIGEST_MAX_BYTES": "2000000",
+            "DIGEST_RETRY_MINUTES": "5",
         }
     )
     assert got == {
@@ -310,6 +316,12 @@ def test_the_documented_environment_settings_are_read():
         "MAIL_CA_FILE": "/etc/ssl/private-ca.pem",
         "MAIL_CAPTURE_PORT": 2025,
         "RATELIMIT_ENABLED": False,
+        "BOUNCE_ADDRESS": "bounces@example.org",
+        "BOUNCE_IMAP_URL": "imaps://bounces:pw@imap.example.org/INBOX",
+        "DIGEST_HOUR": 7,
+        "DIGEST_MAX_SUPPORTERS": 1000,
+        "DIGEST_MAX_BYTES": 2_000_000,
+        "DIGEST_RETRY_MINUTES": 5.0,
     }
 
 
