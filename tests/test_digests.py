@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from campaign import digests
+from campaign import digest_message, digests
 from campaign.db import db, utcnow
 from campaign.models import Appeal, CampaignOption, Digest, Diplomat, Mode, Recipient, Status
 from helpers import APPEALS_URL, csrf_token, supporter
@@ -58,6 +58,11 @@ def _statuses(app):
         return dict(rows)
 
 
+def _is_digest(received) -> bool:  # noqa: ANN001 - as _to below
+    """A digest carries its CSV: the only multipart/mixed message the campaign sends."""
+    return bool(received.message.get_content_type() == "multipart/mixed")
+
+
 def _to(smtp, address):
     return [m for m in smtp.received if m.rcpt_tos == [address]]
 
@@ -98,7 +103,8 @@ def test_a_digest_carries_every_supporter_once_per_target(app, client, smtp, wor
     message = minister.message
     assert message["To"].addresses[0].addr_spec == MINISTER
     assert "Bcc" not in message and "victim@example.org" not in str(message["To"])
-    assert "3 supporters" in message["Subject"]
+    # The digest speaks its target's language: the campaign's copy language (es).
+    assert "(3 simpatizantes)" in message["Subject"]
     text = message.get_body(("plain",)).get_content()
     html = message.get_body(("html",)).get_content()
     assert "Eve Bcc: victim@example.org <b>bold</b>" in text  # one line, CR/LF gone
@@ -152,7 +158,7 @@ def test_capped_mode_sends_the_cap_one_by_one_and_digests_the_rest(app, client, 
     work()
     one_by_one = _to(smtp, MINISTER)
     assert len(one_by_one) == 2  # the day's cap
-    assert all("supporters" not in m.message["Subject"] for m in one_by_one)
+    assert not any(_is_digest(m) for m in one_by_one)
     assert sorted(_statuses(app).values()).count(Status.QUEUED) == 3
     work()  # the cap holds on the next pass too
     assert len(_to(smtp, MINISTER)) == 2
@@ -162,7 +168,7 @@ def test_capped_mode_sends_the_cap_one_by_one_and_digests_the_rest(app, client, 
         db.session.remove()
     assert report.claimed == 3 and report.sent == 3
     digest = _to(smtp, MINISTER)[-1].message
-    assert "3 supporters" in digest["Subject"]
+    assert "(3 simpatizantes)" in digest["Subject"]
     assert set(_statuses(app).values()) == {Status.SENT}
 
 
@@ -205,7 +211,7 @@ def test_a_digest_and_a_batch_racing_send_each_appeal_once(app, client, smtp, re
         per_appeal = [c.appeal_id for c in copies]
         db.session.remove()
     assert sorted(per_appeal) == ids  # one copy each, however it went
-    singles = [m for m in _to(smtp, MINISTER) if "supporters" not in m.message["Subject"]]
+    singles = [m for m in _to(smtp, MINISTER) if not _is_digest(m)]
     assert len(singles) == by_batch
 
 
@@ -257,17 +263,17 @@ def test_a_large_digest_is_split_into_parts(app, client, smtp):
         db.session.remove()
     assert report.messages == 3 and report.sent == 5
     subjects = [m.message["Subject"] for m in _to(smtp, MINISTER)]
-    assert all("5 supporters" in s for s in subjects)
-    assert any("part 3 of 3" in s for s in subjects)
+    assert all("5 simpatizantes" in s for s in subjects)
+    assert any("parte 3 de 3" in s for s in subjects)
     assert sum(len(_csv(m.message)) for m in _to(smtp, MINISTER)) == 5
 
 
 def test_csv_cells_never_start_a_formula():
     rows = [
-        digests.Supporter(1, "=1+1", "GB", "+44", "-2", None),
-        digests.Supporter(2, "@SUM(A1)", "GB", "UK", "\tx", None),
+        digest_message.Supporter(1, "=1+1", "GB", "+44", "-2", None),
+        digest_message.Supporter(2, "@SUM(A1)", "GB", "UK", "\tx", None),
     ]
-    parsed = list(csv.reader(io.StringIO(digests.csv_attachment(rows).decode("utf-8-sig"))))
+    parsed = list(csv.reader(io.StringIO(digest_message.csv_attachment(rows).decode("utf-8-sig"))))
     assert parsed[1][:3] == ["'=1+1", "'+44", "'-2"]
     assert parsed[2][0] == "'@SUM(A1)" and parsed[2][2] == "'\tx"
 

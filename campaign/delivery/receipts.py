@@ -39,7 +39,8 @@ from sqlalchemy import and_, exists, func, not_, or_, select, update
 from .. import states
 from ..campaigns import get_campaign
 from ..db import db, utcnow
-from ..digests import digest_dates, neutral_letter
+from ..digest_message import neutral_letter
+from ..digests import digest_dates
 from ..i18n import DEFAULT, current_language, supported
 from ..letters import diplomats_of, letter_for
 from ..mail import NAME_IN_SUPPORTER_MAIL, TEST_MARK, Outgoing, status_url, supporter_mail
