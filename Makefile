@@ -46,7 +46,7 @@ lint: $(STAMP)
 worker: $(STAMP) translations
 	$(BIN)/python -m rq.cli worker-pool --num-workers $$(nproc) \
 	  --worker-class campaign.worker.AppWorker --serializer json --url "$$REDIS_URL" \
-	  supporters appeals
+	  supporters appeals receipts
 
 dispatcher: $(STAMP)
 	$(BIN)/flask --app app appeals dispatch

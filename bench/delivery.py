@@ -428,6 +428,18 @@ def realistic(stack: Stack, sink: Sink, count: int, concurrency: int) -> dict[st
     last_accepted = max(accepted_at.values())
     first_confirm = min(r.sent for r in results)
     distinct, duplicates = sink.appeals()
+    if os.environ.get("BENCH_DETAIL"):  # where the tail is: latency by tenth of the run
+        ordered = sorted(
+            (sent - first_confirm, accepted_at[p] - sent) for p, sent in sent_by_id.items()
+        )
+        tenth = max(1, len(ordered) // 10)
+        for i in range(0, len(ordered), tenth):
+            part = [lat * 1000 for _, lat in ordered[i : i + tenth]]
+            p50, p99 = percentile(part, 50), percentile(part, 99)
+            print(
+                f"    confirmed at {ordered[i][0]:5.2f} s: "
+                f"p50 {p50:6.0f} ms, p99 {p99:6.0f} ms, max {max(part):6.0f} ms"
+            )
     return {
         "rate": count / (last_accepted - first_confirm),
         "confirm_rate": count / (last_confirm - first_confirm),

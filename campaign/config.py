@@ -108,7 +108,7 @@ def defaults(instance_path: str) -> dict[str, Any]:
         # failed or cancelled; the appeal stays, anonymous, in the counts.
         "RETENTION_DAYS": 30.0,
         "MAX_CONTENT_LENGTH": 64 * 1024,
-        "RQ_QUEUES": ["supporters", "appeals"],
+        "RQ_QUEUES": ["supporters", "appeals", "receipts"],
         # Deliveries to targets, per receiving domain and per address (see pacing.py).
         "PACING_ENABLED": True,
         "PACING_PER_DOMAIN_PER_HOUR": 120.0,

@@ -34,7 +34,7 @@ from . import digests, selfsend, sending, standing
 from .campaigns import Campaign, all_campaigns
 from .db import db, utcnow
 from .delivery.pacing import PacingRules, pacing_rules, peek
-from .delivery.queue import APPEALS, SUPPORTERS, rq
+from .delivery.queue import APPEALS, RECEIPTS, SUPPORTERS, rq
 from .letters import diplomats_of
 from .models import SENT, Appeal, CampaignOption, Status
 from .progress import _within_hours
@@ -381,7 +381,7 @@ def _engine(
     levels: dict[str, tuple[float, float, float]] = {}
     try:
         connection = rq.connection()
-        for name in (APPEALS, SUPPORTERS):
+        for name in (APPEALS, SUPPORTERS, RECEIPTS):
             queue = Queue(name, connection=connection)
             running = StartedJobRegistry(queue=queue).count
             engine.queues.append((name, queue.count, running))

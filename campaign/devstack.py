@@ -73,6 +73,7 @@ def worker_pool_argv(redis_url: str, processes: int | None = None) -> list[str]:
         redis_url,
         "supporters",
         "appeals",
+        "receipts",
     ]
 
 

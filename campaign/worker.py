@@ -6,7 +6,12 @@ Flask-RQ's own worker starts a new Python per job); batches of a few hundred
 appeals make each job worth running in place. ``rq worker-pool`` runs one of
 these per core and replaces any that dies:
 
-    rq worker-pool -n 2 -w campaign.worker.AppWorker -S json -u $REDIS_URL supporters appeals
+    rq worker-pool -n 2 -w campaign.worker.AppWorker -S json -u $REDIS_URL \
+        supporters appeals receipts
+
+The queues are served in that order (:data:`~campaign.delivery.queue.QUEUES`). A worker
+started with the first landing's ``supporters appeals`` adds ``receipts`` itself, last,
+so that no receipt waits for a worker that will never come.
 
 Anyone who can write to Redis can queue a job naming any importable function, and
 RQ would import and call it. This worker refuses every job whose function (or
@@ -25,7 +30,7 @@ from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
 
-from .delivery.queue import JOBS
+from .delivery.queue import APPEALS, JOBS, RECEIPTS, SUPPORTERS
 
 
 class ForeignJob(Exception):
@@ -51,6 +56,18 @@ def refusal(job: Job) -> str | None:
     return None
 
 
+def with_receipts(queues: Any) -> Any:
+    """The queues a worker is given, with ``receipts`` added last where it serves the
+    supporters' or the appeals' queue without it (a command line from before receipts had
+    a queue of their own). Anything else is left as it is."""
+    if isinstance(queues, (str, Queue)):
+        queues = [queues]
+    names = [q if isinstance(q, str) else q.name for q in queues]
+    if RECEIPTS in names or not {SUPPORTERS, APPEALS} & set(names):
+        return queues
+    return [*queues, RECEIPTS]
+
+
 class AppWorker(SimpleWorker):
     """A non-forking worker that runs the engine's jobs inside the application context.
 
@@ -60,8 +77,8 @@ class AppWorker(SimpleWorker):
 
     _app: Flask | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, queues: Any = (), *args: Any, **kwargs: Any) -> None:
+        super().__init__(with_receipts(queues), *args, **kwargs)
         _ = self.app
 
     @property

@@ -192,7 +192,7 @@ def test_engine_queues_workers_and_pacing_per_domain(app, manager, redis):
         worker.register_death()
     engine = section(html, "live-engine")
     queues = dict(re.findall(r"<tr><td>(\w+)</td><td>(\d+)</td>", engine))
-    assert queues == {"appeals": "1", "supporters": "0"}
+    assert queues == {"appeals": "1", "supporters": "0", "receipts": "0"}
     assert "1 live:" in text_of(engine) and "console-test-worker" in engine
     rows = {
         r[0]: r[1:]

@@ -48,3 +48,34 @@ def test_a_foreign_callback_on_our_own_function_is_refused_too(
     job = Job.fetch(job.id, connection=redis, serializer=JSONSerializer)
     assert job.get_status() == JobStatus.FAILED
     assert "jobs with callbacks are not run" in (job.latest_result().exc_string or "")
+
+
+def test_a_worker_serves_receipts_last_even_with_the_first_landings_command_line(
+    app, backend, database_urls, redis, redis_url, smtp, tmp_path
+):
+    """Receipts have a queue of their own, served after the appeals: a flood of receipts
+    never holds letters to the targets back. ``start_worker`` names only ``supporters
+    appeals`` (the first landing's command line): the worker adds ``receipts`` itself."""
+    receipts = Queue("receipts", connection=redis, serializer=JSONSerializer)
+    appeals = Queue("appeals", connection=redis, serializer=JSONSerializer)
+    # Queued first, so that only the order of the queues can put the appeals ahead.
+    receipt = receipts.enqueue("campaign.delivery.jobs.send_receipts", [])
+    batch = appeals.enqueue("campaign.delivery.jobs.deliver_appeals", [])
+    worker = start_worker(_env(app, backend, database_urls, redis_url, smtp, tmp_path), burst=True)
+    finished(worker, 60)
+    receipt = Job.fetch(receipt.id, connection=redis, serializer=JSONSerializer)
+    batch = Job.fetch(batch.id, connection=redis, serializer=JSONSerializer)
+    assert receipt.get_status() == batch.get_status() == JobStatus.FINISHED
+    assert batch.ended_at <= receipt.started_at
+
+
+def test_the_receipts_queue_is_added_only_to_an_application_worker(redis):
+    from campaign.worker import with_receipts
+
+    assert with_receipts(["supporters", "appeals"]) == ["supporters", "appeals", "receipts"]
+    assert with_receipts("appeals") == ["appeals", "receipts"]
+    assert with_receipts(["receipts", "appeals"]) == ["receipts", "appeals"]  # as asked
+    assert with_receipts(["other"]) == ["other"]
+    assert with_receipts([]) == []
+    queue = Queue("supporters", connection=redis)
+    assert with_receipts([queue]) == [queue, "receipts"]

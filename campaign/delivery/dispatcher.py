@@ -44,11 +44,10 @@ from ..retention import apply_retention
 from . import journal, receipts, recipients
 from .policy import MAX_ATTEMPTS
 from .queue import (
-    APPEALS,
     CONFIRM,
     DELIVER,
+    QUEUE_OF,
     RECEIPT,
-    SUPPORTERS,
     Alarm,
     enqueue_many,
     new_job_id,
@@ -147,7 +146,7 @@ class Dispatcher:
             for ids in by_campaign.values()
             for start in range(0, len(ids), size)
         ]
-        enqueue_many(APPEALS if func == DELIVER else SUPPORTERS, func, jobs)
+        enqueue_many(QUEUE_OF[func], func, jobs)
         for job_id, ids in jobs:
             held.update(dict.fromkeys(ids, job_id))
         return sum(len(ids) for _, ids in jobs), len(jobs)

@@ -22,9 +22,15 @@ from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
 
 SUPPORTERS = "supporters"
-"""Mail to supporters (confirmations, receipts); never stuck behind paced target mail."""
+"""Confirmation mails: a supporter waits for the link; never stuck behind target mail."""
 APPEALS = "appeals"
 """Appeals to the targets."""
+RECEIPTS = "receipts"
+"""Receipts to supporters, served last: a flood of receipts never delays appeals (5,000
+receipts once held the appeals of a burst of confirms back for six seconds)."""
+
+QUEUES = (SUPPORTERS, APPEALS, RECEIPTS)
+"""Every queue, in the order a worker serves them."""
 
 DELIVER = "campaign.delivery.jobs.deliver_appeals"
 CONFIRM = "campaign.delivery.jobs.send_confirmations"
@@ -32,6 +38,9 @@ RECEIPT = "campaign.delivery.jobs.send_receipts"
 
 JOBS = frozenset({DELIVER, CONFIRM, RECEIPT})
 """The only functions a worker runs; a job naming any other is failed unrun."""
+
+QUEUE_OF = {DELIVER: APPEALS, CONFIRM: SUPPORTERS, RECEIPT: RECEIPTS}
+"""The queue each job goes to."""
 
 WAKE = "appeals:wake"
 """The channel on which a confirm tells the dispatcher that something is due."""
