@@ -49,6 +49,7 @@ from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
 from . import mime, sending, snapshots, states
 from .campaigns import Campaign, get_campaign
 from .db import UTCDateTime, db, utcnow
+from .delivery.recipients import Copy
 from .digest_message import Supporter, clean, digest_message, letter_language, split
 from .letters import country_name_in, diplomats_of
 from .mail import TEST_MARK, Outgoing, sender_domain, staff_copy
@@ -379,20 +380,16 @@ _HEARTBEAT = (
 
 
 @dataclass(eq=False)
-class _Copy:
-    """One appeal's copy to one target, as this run changes it."""
+class _Copy(Copy):
+    """One appeal's copy to one target, as this run changes it: the engine's copy
+    (:class:`campaign.delivery.recipients.Copy`), with its appeal and its digest."""
 
-    appeal_id: int
-    address: str
-    name: str
-    role: str
-    status: str = Delivery.PENDING
-    attempts: int = 0
-    last_reply: str | None = None
-    accepted_at: datetime | None = None
-    message_id: str | None = None
+    appeal_id: int = 0
     digest_id: int | None = None
-    id: int | None = None
+
+
+def _new_copy(appeal_id: int, address: str, name: str, role: str) -> _Copy:
+    return _Copy(address, name, role, appeal_id=appeal_id)
 
 
 def _stored(appeal_ids: list[int]) -> dict[tuple[int, str], _Copy]:
@@ -401,17 +398,17 @@ def _stored(appeal_ids: list[int]) -> dict[tuple[int, str], _Copy]:
         ids = appeal_ids[chunk : chunk + states.CHUNK]
         for r in db.session.execute(select(_recipients).where(_recipients.c.appeal_id.in_(ids))):
             found[(r.appeal_id, r.address.lower())] = _Copy(
-                r.appeal_id,
                 r.address,
                 r.name,
                 r.role,
-                r.status,
-                r.attempts,
-                r.last_reply,
-                r.accepted_at,
-                r.message_id,
-                r.digest_id,
-                r.id,
+                status=r.status,
+                attempts=r.attempts,
+                last_reply=r.last_reply,
+                accepted_at=r.accepted_at,
+                message_id=r.message_id,
+                id=r.id,
+                appeal_id=r.appeal_id,
+                digest_id=r.digest_id,
             )
     return found
 
@@ -539,7 +536,7 @@ def send_digest(
             key = (appeal_id, target.address.lower())
             copy = copies.get(key)
             if copy is None:
-                copy = copies[key] = _Copy(appeal_id, target.address, target.name, target.role)
+                copy = copies[key] = _new_copy(appeal_id, target.address, target.name, target.role)
             mine[appeal_id].append(copy)
             if copy.status == Delivery.PENDING:
                 members.append(s)
@@ -628,7 +625,7 @@ def _settle(job: str, campaign: Campaign, mine: dict[int, list[_Copy]], report: 
     for appeal_id, ours in mine.items():
         copies = [
             stored.get((appeal_id, c.address.lower()))
-            or _Copy(appeal_id, c.address, c.name, c.role)
+            or _new_copy(appeal_id, c.address, c.name, c.role)
             for c in ours
         ]
         main = next((c for c in copies if c.role == "to"), None)

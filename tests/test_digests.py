@@ -254,6 +254,33 @@ def test_a_refused_digest_fails_its_appeals_visibly(app, client, smtp):
     assert all("no such mailbox" in r for r in reasons)
 
 
+def test_sending_pauses_and_test_mode_apply_to_digests(app, client, smtp):
+    """README: a paused campaign gets no digest; in test mode each digest goes to the
+    staff address alone, marked [TEST], and the target gets nothing."""
+    _mode(app)
+    _submit(client, 2)
+    with app.app_context():
+        option = db.session.get(CampaignOption, SLUG)
+        option.sending_paused = True
+        db.session.commit()
+        report = digests.send_digest(SLUG, scheduled=False)
+        db.session.remove()
+    assert report.claimed == 0 and smtp.received == []
+    assert set(_statuses(app).values()) == {Status.QUEUED}
+    with app.app_context():
+        option = db.session.get(CampaignOption, SLUG)
+        option.sending_paused, option.test_address = False, "staff@amnesty.test"
+        db.session.commit()
+        report = digests.send_digest(SLUG, scheduled=False)
+        db.session.remove()
+    assert report.claimed == 2
+    [received] = smtp.received
+    assert received.rcpt_tos == ["staff@amnesty.test"]
+    assert received.message["Subject"].startswith("[TEST] ")
+    assert _is_digest(received) and len(_csv(received.message)) == 2
+    assert _to(smtp, MINISTER) == []
+
+
 def test_a_large_digest_is_split_into_parts(app, client, smtp):
     _mode(app)
     _submit(client, 5)

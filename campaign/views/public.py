@@ -272,19 +272,8 @@ def confirm(token: str) -> ResponseReturnValue:
     writer: Any = appeal
     edited = None
     if form.validate_on_submit():
-        if form.name.raw_data:  # the page's own fields: the owner's last word
-            data = {f: getattr(form, f).data for f in ("name", "language", "country", "message")}
-            try:
-                edited = parse_supporter(
-                    {**data, "email": appeal.email, "consent": True},
-                    campaign,
-                    False,
-                    locale=current_language(),
-                )
-            except InvalidInput as e:
-                context["errors"] = e.fields
-            else:
-                writer = edited
+        edited, context["errors"] = _owner_edits(form, appeal, campaign)
+        writer = edited or appeal
         if not context["errors"] and not form.preview.data:
             try:
                 confirmed = appeals.confirm(token, edited)
@@ -353,6 +342,26 @@ def self_sent(slug: str) -> ResponseReturnValue:
         if appeal_id is None:
             session[SELF_SENT_KEY] = [*reported[-19:], slug]
     return render_template("public/self_sent.html", **context)
+
+
+def _owner_edits(
+    form: ConfirmForm, appeal: Any, campaign: Campaign
+) -> tuple[Any | None, dict[str, str]]:
+    """The confirmation page's own fields, the owner's last word on their letter: the
+    supporter as edited (None if the page sent no fields), or the fields' errors."""
+    if not form.name.raw_data:
+        return None, {}
+    data = {f: getattr(form, f).data for f in ("name", "language", "country", "message")}
+    try:
+        edited = parse_supporter(
+            {**data, "email": appeal.email, "consent": True},
+            campaign,
+            False,
+            locale=current_language(),
+        )
+    except InvalidInput as e:
+        return None, e.fields
+    return edited, {}
 
 
 def _same_letters(campaign: Campaign, letter: Letter, writer: Any) -> int:
@@ -498,20 +507,8 @@ def confirm_letter_pdf(token: str) -> Response | tuple[str, int]:
     form = _confirm_form(campaign, appeal)
     if not form.validate_on_submit():
         return render_template("public/confirm_invalid.html"), 400
-    writer: Any = appeal
-    errors: dict[str, str] = {}
-    if form.name.raw_data:
-        data = {f: getattr(form, f).data for f in ("name", "language", "country", "message")}
-        try:
-            writer = parse_supporter(
-                {**data, "email": appeal.email, "consent": True},
-                campaign,
-                False,
-                locale=current_language(),
-            )
-        except InvalidInput as e:
-            errors = e.fields
-            writer = appeal
+    edited, errors = _owner_edits(form, appeal, campaign)
+    writer: Any = edited or appeal
     if not errors:
         try:
             return _letter_pdf(campaign, writer)
