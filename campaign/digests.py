@@ -49,7 +49,7 @@ from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
 from . import mime, sending, snapshots, states
 from .campaigns import Campaign, get_campaign
 from .db import UTCDateTime, db, utcnow
-from .delivery.recipients import Copy
+from .delivery.recipients import STORED, Copy
 from .digest_message import Supporter, clean, digest_message, letter_language, split
 from .letters import country_name_in, diplomats_of
 from .mail import TEST_MARK, Outgoing, sender_domain, staff_copy
@@ -398,14 +398,7 @@ def _stored(appeal_ids: list[int]) -> dict[tuple[int, str], _Copy]:
         ids = appeal_ids[chunk : chunk + states.CHUNK]
         for r in db.session.execute(select(_recipients).where(_recipients.c.appeal_id.in_(ids))):
             found[(r.appeal_id, r.address.lower())] = _Copy(
-                r.address,
-                r.name,
-                r.role,
-                status=r.status,
-                attempts=r.attempts,
-                last_reply=r.last_reply,
-                accepted_at=r.accepted_at,
-                message_id=r.message_id,
+                **{f: getattr(r, f) for f in STORED},
                 id=r.id,
                 appeal_id=r.appeal_id,
                 digest_id=r.digest_id,

@@ -461,17 +461,9 @@ def letter_pdf(slug: str) -> Response | tuple[str, int]:
     checked as a preview is, and nothing is stored or sent."""
     campaign = _campaign_or_404(slug)
     form = _form_for(campaign)
-    context = {
-        "campaign": campaign,
-        "form": form,
-        "errors": {},
-        "letter": None,
-        "past_deadline": campaign.past_deadline(date.today()),
-        "addressees": _page_addressees(campaign, form.language.data),
-        # The page answers from this route: its buttons post to the campaign's.
-        "form_action": url_for("public.campaign", slug=campaign.slug),
-    }
-    context.update(_standing(campaign))
+    context = _page_context(campaign, form)
+    # The page answers from this route: its buttons post to the campaign's.
+    context["form_action"] = url_for("public.campaign", slug=campaign.slug)
     if not form.validate_on_submit():  # CSRF; the fields are checked by parse_supporter
         context["errors"] = {k: " ".join(v) for k, v in form.errors.items()}
         return render_template("public/campaign.html", **context), 400
