@@ -75,6 +75,9 @@ def ping(dbapi_connection: Any) -> None:
         cursor.execute("SELECT 1")
     finally:
         cursor.close()
+    # End the transaction the SELECT began: the connection goes out as the pool keeps
+    # it, so that a caller may still switch it to autocommit (appeals._insert_alone).
+    dbapi_connection.rollback()
 
 
 def utcnow() -> datetime:

@@ -11,8 +11,10 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-from flask import current_app, url_for
+from flask import current_app
+from werkzeug.routing import MapAdapter
 
 from . import dkim, mime
 from .campaigns import get_campaign
@@ -130,16 +132,30 @@ def staff_copy(message: Outgoing, staff: str, instead_of: list[str]) -> Outgoing
     return Outgoing(message.envelope_from, [staff], data, message.message_id, [("", staff)], [])
 
 
+def public_urls() -> MapAdapter:
+    """The app's routes bound to ``PUBLIC_URL`` (scheme, host and any path prefix), built
+    once per app and address: workers have no request to build links from, and a
+    request context made for each link cost a sixth of a confirmation mail."""
+    base = current_app.config["PUBLIC_URL"]
+    bound = current_app.extensions.setdefault("public_urls", {})
+    adapter = bound.get(base)
+    if adapter is None:
+        parts = urlsplit(base)
+        adapter = bound[base] = current_app.url_map.bind(
+            parts.netloc, script_name=parts.path or "/", url_scheme=parts.scheme or "http"
+        )
+    return adapter
+
+
 def confirm_url(token: str) -> str:
-    """The link for the supporter's mail; built from PUBLIC_URL as workers have no request."""
-    with current_app.test_request_context(base_url=current_app.config["PUBLIC_URL"]):
-        return url_for("public.confirm", token=token, _external=True)
+    """The link for the supporter's mail."""
+    return public_urls().build("public.confirm", {"token": token}, force_external=True)
 
 
 def status_url(public_id: str, language: str | None = None) -> str:
     """The appeal's status page, for its owner's mail (opened in ``language``)."""
-    with current_app.test_request_context(base_url=current_app.config["PUBLIC_URL"]):
-        return url_for("public.status", public_id=public_id, lang=language, _external=True)
+    values = {"public_id": public_id, "lang": language}
+    return public_urls().build("public.status", values, force_external=True)
 
 
 NAME_IN_SUPPORTER_MAIL = 60

@@ -10,7 +10,9 @@ both win (the shape of django-fsm's guarded save).
 The event of each row moved (from, to, the move's reason as ``status_reason``, its
 time as ``updated_at``) is written by the database itself, a trigger on
 ``appeals`` (migration 0005): the event log never shows a move that did not happen,
-nor misses one, whoever wrote it, and a move costs one statement.
+nor misses one, whoever wrote it, and a move costs one statement. So is the first
+event of a new appeal (from nothing to its first state, with its ``status_reason``
+and ``created_at``: migration 0010), so that creating one is one statement too.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Row, String, Text, bindparam, insert, select, update
+from sqlalchemy import Connection, Row, String, Text, bindparam, insert, select, update
 
 from .db import UTCDateTime, db, utcnow
 from .models import Appeal, AppealEvent, Status
@@ -97,18 +99,22 @@ def move(
     match: Mapping[str, Any] | None = None,
     older: Mapping[str, datetime] | None = None,
     newer: Mapping[str, datetime] | None = None,
+    within: Mapping[str, Collection[Any]] | None = None,
     returning: Sequence[str] = (),
     at: datetime | None = None,
+    on: Connection | None = None,
 ) -> list[Row[Any]]:
     """Move the appeals ``ids`` (every appeal, if None) that are in ``source`` to ``target``.
 
     ``values`` are written with the move (``status_reason`` defaults to ``reason``; a
     :class:`Plus` adds to the column). Only rows that also ``match`` (column → value),
-    whose times are ``older`` (column < time) and ``newer`` (column >= time) than given
-    move: the job that must hold the row, the heartbeat that must have stopped, the
-    link that must not have expired. Returns a row
+    whose times are ``older`` (column < time) and ``newer`` (column >= time) than given,
+    and whose columns hold one of the values ``within`` them, move: the job that must
+    hold the row, the heartbeat that must have stopped, the link that must not have
+    expired, the campaigns that still take appeals. Returns a row
     ``(id, *returning)`` for each appeal moved; the database records an event for
-    each of them and for no other. The caller commits.
+    each of them and for no other. The caller commits; or the move runs ``on`` a
+    connection of the caller's (one in autocommit makes it a transaction of its own).
     """
     sources = (source,) if isinstance(source, str) else tuple(source)
     for s in sources:
@@ -116,13 +122,14 @@ def move(
             raise IllegalMove(f"{s} → {target}")
     at = at or utcnow()
     assignments = {"status_reason": reason, **(values or {})}
-    match, older, newer = match or {}, older or {}, newer or {}
+    match, older, newer, within = match or {}, older or {}, newer or {}, within or {}
     statement = _update(
         tuple((k, v if isinstance(v, Plus) else None) for k, v in assignments.items()),
         tuple(match),
         ids is not None,
         tuple(older),
         tuple(newer),
+        tuple(within),
         tuple(returning),
     )
     params: dict[str, Any] = {"_to": target, "_at": at}
@@ -130,6 +137,7 @@ def move(
     params.update({f"_ge_{k}": v for k, v in newer.items()})
     params.update({f"_v_{k}": v for k, v in assignments.items() if not isinstance(v, Plus)})
     params.update({f"_m_{k}": v for k, v in match.items()})
+    params.update({f"_in_{k}": list(v) for k, v in within.items()})
     id_chunks = (
         [None] if ids is None else [list(ids)[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]
     )
@@ -140,7 +148,7 @@ def move(
             if chunk is not None:
                 chunk_params["_ids"] = chunk
             # The database records an event for each row this moves (migration 0005).
-            moved += _core().execute(statement, chunk_params).all()
+            moved += (on or _core()).execute(statement, chunk_params).all()
     return moved
 
 
@@ -151,6 +159,7 @@ def _update(
     by_id: bool,
     older: tuple[str, ...],
     newer: tuple[str, ...],
+    within: tuple[str, ...],
     returning: tuple[str, ...],
 ) -> Any:
     """The UPDATE for one shape of move, built once: building and hashing a statement
@@ -162,6 +171,7 @@ def _update(
     conditions += [c[k] == bindparam(f"_m_{k}", type_=c[k].type) for k in match]
     conditions += [c[k] < bindparam(f"_lt_{k}", type_=UTCDateTime) for k in older]
     conditions += [c[k] >= bindparam(f"_ge_{k}", type_=UTCDateTime) for k in newer]
+    conditions += [c[k].in_(bindparam(f"_in_{k}", expanding=True)) for k in within]
     values: dict[str, Any] = {
         k: c[k] + plus.n if plus else bindparam(f"_v_{k}", type_=c[k].type)
         for k, plus in assignments
@@ -174,11 +184,6 @@ def _update(
         .values(values)
         .returning(c.id, *(c[name] for name in returning))
     )
-
-
-def created(ids: Iterable[int], status: str, reason: str | None = None) -> None:
-    """Record the first event of new appeals: they came into being in ``status``."""
-    _record(list(ids), None, status, reason, utcnow())
 
 
 def noted(ids: Iterable[int], status: str, reason: str) -> None:

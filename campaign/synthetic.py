@@ -46,6 +46,7 @@ def create_synthetic(slug: str, count: int) -> int:
                 "country": countries[i % len(countries)],
                 "message": None,
                 "status": Status.AWAITING_CONFIRMATION,
+                "status_reason": "synthetic load",  # its creation event's reason (trigger)
                 "attempts": 0,
                 "created_at": now,
                 "confirmed_at": now,
@@ -54,7 +55,6 @@ def create_synthetic(slug: str, count: int) -> int:
             for i in range(start, min(count, start + CHUNK))
         ]
         ids = db.session.scalars(insert(Appeal).returning(Appeal.id), rows).all()
-        states.created(ids, Status.AWAITING_CONFIRMATION, "synthetic load")
         states.move(ids, Status.AWAITING_CONFIRMATION, Status.QUEUED, reason="synthetic load")
         db.session.commit()
     return count

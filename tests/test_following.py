@@ -359,6 +359,25 @@ def test_an_appeal_confirmed_after_its_campaign_closed_is_not_sent(app, client, 
     assert _mails_to(smtp, MINISTER) == []
 
 
+def test_another_campaign_closing_does_not_stop_confirmations_here(app, client, smtp, work):
+    """A confirm names the campaigns still open in the statement that moves the appeal
+    (one statement, no transaction around it): a closed campaign next door stops its
+    own appeals, not this one's."""
+    campaigns = app.extensions["campaigns"]
+    campaigns["second-action"] = dataclasses.replace(campaigns[SLUG], slug="second-action")
+    try:
+        with app.app_context():
+            db.session.add(CampaignOption(slug="second-action", closed=True))
+            db.session.commit()
+        assert client.post(APPEALS_URL, json=supporter()).status_code == 202
+        work()
+        assert client.post(f"/api/v1/confirm/{_token(app)}").status_code == 200
+        work()
+        assert len(_mails_to(smtp, MINISTER)) == 1
+    finally:
+        del campaigns["second-action"]
+
+
 def test_a_paused_campaign_still_lets_its_supporters_confirm(app, client, smtp, work):
     assert client.post(APPEALS_URL, json=supporter()).status_code == 202
     work()

@@ -19,6 +19,7 @@ from campaign.delivery.runner import Batch
 from campaign.models import Appeal, AppealEvent
 from campaign.models import Status as S
 from campaign.synthetic import create_synthetic
+from helpers import APPEALS_URL, supporter
 
 
 def _ids(app, n: int) -> list[int]:
@@ -132,6 +133,51 @@ def test_the_database_records_every_move_whoever_makes_it(app):
         ).all()[-1]
         assert (last.from_status, last.to_status, last.reason) == (S.QUEUED, S.HELD, "by hand")
     assert len(_events(app, [appeal_id])) == 3  # born, queued, held: the attempts change is no move
+
+
+def test_the_database_records_the_birth_of_every_appeal_whoever_inserts_it(app):
+    """The first event comes from a trigger too (migration 0010): a raw INSERT is born
+    with exactly one event, from nothing to its first state, at its creation time."""
+    born = utcnow() - timedelta(minutes=5)
+    with app.app_context():
+        db.session.execute(
+            text(
+                "INSERT INTO appeals (public_id, campaign, name, email, language, country, "
+                "status, status_reason, attempts, created_at, updated_at) VALUES ('p-1', "
+                "'pavlov-extradition', 'Ana', 'ana@example.org', 'es', 'GB', "
+                "'awaiting_confirmation', 'by hand', 0, :at, :at)"
+            ),
+            {"at": born},
+        )
+        db.session.commit()
+        appeal_id = db.session.scalar(db.select(Appeal.id).filter_by(public_id="p-1"))
+        [event] = db.session.scalars(
+            db.select(AppealEvent).where(AppealEvent.appeal_id == appeal_id)
+        ).all()
+        assert (event.from_status, event.to_status, event.reason) == (
+            None,
+            S.AWAITING_CONFIRMATION,
+            "by hand",
+        )
+        assert abs((event.at - born).total_seconds()) < 1
+
+
+def test_a_submission_is_born_with_one_event_and_a_known_address_writes_none(app, client):
+    """The API's INSERT is one statement in a transaction of its own: the appeal and its
+    first event, and nothing at all for an address that appealed already."""
+    assert client.post(APPEALS_URL, json=supporter()).status_code == 202
+    with app.app_context():
+        appeal_id = db.session.scalar(db.select(Appeal.id))
+    assert _events(app, [appeal_id]) == [(appeal_id, None, S.AWAITING_CONFIRMATION)]
+    assert client.post(APPEALS_URL, json=supporter(name="Ana again")).status_code == 202
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(Appeal)) == 1
+        assert db.session.scalar(db.select(Appeal.name)) == "Ana García"
+        reasons = db.session.scalars(
+            db.select(AppealEvent.reason).where(AppealEvent.appeal_id == appeal_id)
+        ).all()
+    # A resubmission is noted (the link goes again), not a second birth.
+    assert reasons == [None, "submitted again: link sent again"]
 
 
 def test_synthetic_appeals_are_born_and_move_with_events(app):

@@ -8,8 +8,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from flask import url_for
 
 from campaign.db import db, utcnow
+from campaign.delivery.confirmations import DAY, DailyLimit
+from campaign.mail import confirm_url, status_url
 from campaign.models import Appeal, AppealEvent, CampaignOption, Status
 from campaign.retention import apply_retention
 from helpers import APPEALS_URL, confirmation_token, csrf_token, log_in, supporter
@@ -372,3 +375,45 @@ def test_deeply_nested_json_is_a_400(app, client, depth):
     reply = client.post(APPEALS_URL, data=body, content_type="application/json")
     assert reply.status_code == 400
     assert reply.get_json()["error"] == "bad_json"
+
+
+# --- a batch of supporter mail -------------------------------------------------------------
+
+
+def test_the_daily_share_is_taken_for_a_whole_batch_at_once(redis):
+    """One pipeline for a batch's addresses: an address twice in it counts twice, and a
+    refused take is given back, so the count stays at the share."""
+    limit = DailyLimit(redis, 2)
+    assert limit.take_all(["a@example.org", "b@example.org", "a@example.org"]) == [
+        True,
+        True,
+        True,
+    ]
+    assert limit.take_all(["a@example.org", "b@example.org", "c@example.org"]) == [
+        False,
+        True,
+        True,
+    ]
+    assert limit.take_all([]) == []
+    assert int(redis.get(DailyLimit._key("a@example.org"))) == 2
+    assert 0 < limit.free_in("a@example.org") <= DAY
+    limit.give_back("a@example.org")
+    assert limit.take("a@example.org") and not limit.take("a@example.org")
+
+
+def test_links_in_supporter_mail_are_the_routes_under_public_url(app):
+    """Built from the app's routes bound once to PUBLIC_URL (path prefix and all), the
+    links are those url_for gives in a request to that address; a changed PUBLIC_URL
+    is followed."""
+    for base in ("https://appeals.example.org/uk/", "http://127.0.0.1:8000", "https://x.org/a/b"):
+        app.config["PUBLIC_URL"] = base
+        with app.test_request_context(base_url=base):
+            expected = (
+                url_for("public.confirm", token="to/ken?", _external=True),
+                url_for("public.status", public_id="abc", lang="fr", _external=True),
+                url_for("public.status", public_id="abc", _external=True),
+            )
+        with app.app_context():
+            built = (confirm_url("to/ken?"), status_url("abc", "fr"), status_url("abc"))
+        assert built == expected
+        assert built[0].startswith(base.rstrip("/") + "/confirm/")
