@@ -372,6 +372,7 @@ def percentile(values: list[float], p: float) -> float:
 def realistic(stack: Stack, sink: Sink, count: int, concurrency: int) -> dict[str, float]:
     """Submit ``count`` appeals through the API, then confirm them all, as real traffic."""
     import client
+    import cpu
     from sqlalchemy import text
 
     from campaign.db import db
@@ -408,12 +409,16 @@ def realistic(stack: Stack, sink: Sink, count: int, concurrency: int) -> dict[st
         tokens = [confirmation_token(a) for a in appeals]
         db.session.remove()
     confirms = [client.post(f"/api/v1/confirm/{t}") for t in tokens]
+    url = stack.env["DATABASE_URL"]
+    meter = cpu.stack_meter(stack.procs, url, PG_ADMIN)
     results = client.run("127.0.0.1", stack.port, confirms, concurrency)
     bad = [r for r in results if r.status != 200]
     if bad:
         raise RuntimeError(f"{len(bad)} confirms failed, e.g. {bad[0].status} {bad[0].body!r}")
     last_confirm = max(r.done for r in results)
     wait_until_delivered(app, count, 300)
+    # CPU by part, from the first confirm to the last acceptance, per appeal.
+    used = meter.per_request_ms(count, {"database": cpu.postgres_backends(url, PG_ADMIN)})
     sent_by_id = {json.loads(r.body)["id"]: r.sent for r in results}
     with app.app_context():
         accepted = db.session.execute(
@@ -448,6 +453,7 @@ def realistic(stack: Stack, sink: Sink, count: int, concurrency: int) -> dict[st
         "lag": last_accepted - last_confirm,
         "distinct": distinct,
         "duplicates": duplicates,
+        "cpu": used,
     }
 
 
@@ -711,6 +717,10 @@ def main() -> None:
             )
             print(
                 f"  at the sink: {r['distinct']:,} distinct appeals, {r['duplicates']} duplicates"
+            )
+            print(
+                "  CPU per confirmed appeal, first confirm to last acceptance: "
+                + ", ".join(f"{part} {ms:.2f} ms" for part, ms in r["cpu"].items())
             )
             print(
                 f"synthetic, {name}: {args.count:,} queued at once, batches of the default size: "

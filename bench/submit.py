@@ -37,6 +37,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
+import cpu  # noqa: E402 - bench/cpu.py: CPU seconds by part of the stack
 import delivery  # noqa: E402 - bench/delivery.py: the sink, the stack, the databases
 
 CAMPAIGN = "pavlov-extradition"
@@ -181,63 +182,6 @@ def paced(
     }
 
 
-# --- Where the CPU goes -----------------------------------------------------------------
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _process_tree(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [pid, *(p for child in out.split() for p in _process_tree(int(child)))]
-
-
-def _cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone since
-            continue
-        total += (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
-    return total
-
-
-def _postgres_backends(database_url: str) -> list[int]:
-    """The server processes serving the bench's database (PostgreSQL only)."""
-    if not database_url.startswith("postgresql"):
-        return []
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = make_url(database_url).database
-    engine = create_engine(delivery.PG_ADMIN)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                text("SELECT pid FROM pg_stat_activity WHERE datname = :name"), {"name": name}
-            )
-            return [int(r[0]) for r in rows]
-    finally:
-        engine.dispose()
-
-
-class CpuMeter:
-    """CPU seconds used by each part between ``start`` and ``stop``: a figure the other
-    load on a shared machine disturbs far less than a rate."""
-
-    def __init__(self, parts: dict[str, list[int]]) -> None:
-        self.parts = parts
-        self.before = {name: _cpu_seconds(pids) for name, pids in parts.items()}
-
-    def per_request_ms(self, requests: int, more: dict[str, list[int]]) -> dict[str, float]:
-        out = {}
-        for name, pids in self.parts.items():
-            pids = sorted(set(pids) | set(more.get(name, [])))
-            used = _cpu_seconds(pids) - self.before[name]
-            out[name] = 1000 * used / max(1, requests)
-        return out
-
-
 # --- One run --------------------------------------------------------------------------
 
 
@@ -257,7 +201,7 @@ def bare_max(workdir: Path, seconds: float, connections: int) -> dict[str, float
         delivery.wait_for_port(port)
         url = f"http://127.0.0.1:{port}/api/v1/confirm/bench"
         wrk(url, 2, connections, "warm")
-        meter = CpuMeter({"web": _process_tree(web.pid)})
+        meter = cpu.CpuMeter({"web": cpu.process_tree(web.pid)})
         result = wrk(url, seconds, connections, "bare")
         if result["bad_status"] or result["socket_errors"]:
             raise RuntimeError(f"the bare route failed: {result}")
@@ -285,13 +229,10 @@ def submit_run(
         stack.start("web", "workers", "dispatcher")
         url = f"http://127.0.0.1:{stack.port}{SUBMIT_PATH}"
         wrk(url, 2, args.connections, f"{run_id}w")  # every process has its app, warm
-        parts = {name: _process_tree(proc.pid) for name, proc in stack.procs.items()}
-        parts["database"] = _postgres_backends(database_url)
-        meter = CpuMeter(parts)
+        meter = cpu.stack_meter(stack.procs, database_url, delivery.PG_ADMIN)
         most = wrk(url, args.seconds, args.connections, run_id)
-        cpu = meter.per_request_ms(
-            int(most["requests"]), {"database": _postgres_backends(database_url)}
-        )
+        backends = cpu.postgres_backends(database_url, delivery.PG_ADMIN)
+        used = meter.per_request_ms(int(most["requests"]), {"database": backends})
         if most["bad_status"] or most["socket_errors"]:
             stack.log.flush()
             tail = (workdir / "stack" / "stack.log").read_text(errors="replace")[-3000:]
@@ -300,7 +241,7 @@ def submit_run(
         half = paced(
             stack.port, SUBMIT_PATH, most["rate"] / 2, args.seconds, args.connections, run_id
         )
-        return {"max": most, "half": half, "cpu": cpu}
+        return {"max": most, "half": half, "cpu": used}
     finally:
         for part in list(stack.procs):
             stack.stop(part)
