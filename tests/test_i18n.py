@@ -498,3 +498,52 @@ def test_placeholders_and_markup_survive_in_every_translation(code):
             except (KeyError, ValueError, TypeError) as e:
                 problems.append(f"{code}: {form!r} does not format: {e}")
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("language", INTERFACE_LANGUAGES)
+def test_supporter_mail_reads_the_same_as_through_flask_babels_own_gettext(
+    app, monkeypatch, language
+):
+    """Composing a supporter mail binds gettext and ngettext to the catalogue once
+    (``mail.catalogue_calls``); the supporter reads exactly what Flask-Babel's own calls
+    give: the confirmation, the notice and the receipt (its plurals, its copies, its
+    escaping), in every language, the link working for one day and for several."""
+    from flask_babel import force_locale
+
+    from campaign import mail, mime
+    from campaign.delivery.receipts import receipt_message
+    from campaign.delivery.recipients import Copy
+    from campaign.settings import relay_settings
+    from campaign.synthetic import create_synthetic
+
+    with app.app_context():
+        create_synthetic("pavlov-extradition", 1)
+        appeal = db.session.scalar(db.select(Appeal))
+        db.session.expunge(appeal)
+        appeal.name = "Ana <b>García</b> & co"
+        copies = [
+            Copy("ministro@mju.es", "Ministro", "to", "accepted", accepted_at=appeal.created_at),
+            Copy("embassy@example.org", "Embassy", "cc", "failed", last_reply="550 no such user"),
+        ]
+        relay = relay_settings()
+
+        def parts(bound: bool, language: str = language) -> list[tuple[str, str, str]]:
+            built: list[dict[str, Any]] = []
+            with monkeypatch.context() as patch:
+                patch.setattr(mime, "build", lambda **kw: built.append(kw) or b"Subject: x\r\n\r\n")
+                if not bound:  # the templates fall back on the environment's globals
+                    patch.setattr(mail, "catalogue_calls", dict)
+                with force_locale(language):
+                    for days in ("1", "30"):
+                        app.config["CONFIRM_TOKEN_DAYS"] = app.config["RETENTION_DAYS"] = days
+                        mail.confirmation_message(appeal, "token", relay)
+                        mail.notice_message(appeal, relay)
+                        receipt_message(appeal, copies, relay, [])
+            return [(kw["subject"], kw["text"], kw["html"]) for kw in built]
+
+        bound, babel = parts(bound=True), parts(bound=False)
+        english = parts(bound=True, language="en")
+    assert len(bound) == 6 and bound == babel
+    # The catalogue spoke (English is the source language), and HTML was escaped.
+    assert (bound == english) == (language == "en")
+    assert "&lt;b&gt;" in bound[0][2] and "<b>García" not in bound[0][2]
