@@ -240,7 +240,7 @@ def confirm(token: str, edited: SupporterInput | None = None) -> Any:
         "within": _confirming_campaigns(),
         "reason": "confirmed by supporter",
     }
-    if edited is None:  # the API's confirm, and a spike's: one statement, one round trip
+    if edited is None:  # the API's confirm: one statement, one round trip
         with _alone() as alone:
             moved = _confirmed(**guard, on=alone)
     else:

@@ -76,7 +76,7 @@ def ping(dbapi_connection: Any) -> None:
     finally:
         cursor.close()
     # End the transaction the SELECT began: the connection goes out as the pool keeps
-    # it, so that a caller may still switch it to autocommit (appeals._insert_alone).
+    # it, so that a caller may still switch it to autocommit (appeals._alone).
     dbapi_connection.rollback()
 
 

@@ -111,7 +111,7 @@ def move(
     whose times are ``older`` (column < time) and ``newer`` (column >= time) than given,
     and whose columns hold one of the values ``within`` them, move: the job that must
     hold the row, the heartbeat that must have stopped, the link that must not have
-    expired, the campaigns that still take appeals. Returns a row
+    expired, the campaigns that still confirm appeals. Returns a row
     ``(id, *returning)`` for each appeal moved; the database records an event for
     each of them and for no other. The caller commits; or the move runs ``on`` a
     connection of the caller's (one in autocommit makes it a transaction of its own).

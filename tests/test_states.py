@@ -3,10 +3,11 @@ only known states. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError
 
 from campaign import states
@@ -19,6 +20,7 @@ from campaign.delivery.runner import Batch
 from campaign.models import Appeal, AppealEvent
 from campaign.models import Status as S
 from campaign.synthetic import create_synthetic
+from campaign.tokens import confirmation_token
 from helpers import APPEALS_URL, supporter
 
 
@@ -178,6 +180,40 @@ def test_a_submission_is_born_with_one_event_and_a_known_address_writes_none(app
         ).all()
     # A resubmission is noted (the link goes again), not a second birth.
     assert reasons == [None, "submitted again: link sent again"]
+
+
+def test_a_submission_and_an_api_confirm_are_one_statement_each_in_autocommit(
+    app, client, smtp, work
+):
+    """The README's promise: a new appeal and a confirmation through the API are each one
+    statement on the appeals, in a transaction of its own (an autocommit connection:
+    on PostgreSQL one round trip, no BEGIN or COMMIT around it)."""
+    seen: list[tuple[str, str | None]] = []
+
+    def statement(conn, cursor, sql, parameters, context, executemany):  # noqa: ANN001
+        if re.search(r"\b(INTO|UPDATE|FROM) appeals\b", sql):
+            seen.append((sql.split()[0], conn.get_execution_options().get("isolation_level")))
+
+    assert client.post(APPEALS_URL, json=supporter(email="warm@example.org")).status_code == 202
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", statement)
+    try:
+        assert client.post(APPEALS_URL, json=supporter()).status_code == 202
+        assert seen == [("INSERT", "AUTOCOMMIT")]
+        seen.clear()
+        event.remove(engine, "before_cursor_execute", statement)
+        work()  # the confirmation mail: its token is the appeal's
+        event.listen(engine, "before_cursor_execute", statement)
+        with app.app_context():
+            appeal = db.session.scalar(db.select(Appeal).filter_by(email="ana@example.org"))
+            token = confirmation_token(appeal)
+        seen.clear()
+        assert client.post(f"/api/v1/confirm/{token}").status_code == 200
+        assert seen == [("UPDATE", "AUTOCOMMIT")]
+    finally:
+        if event.contains(engine, "before_cursor_execute", statement):
+            event.remove(engine, "before_cursor_execute", statement)
 
 
 def test_synthetic_appeals_are_born_and_move_with_events(app):

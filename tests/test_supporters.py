@@ -398,7 +398,8 @@ def test_the_daily_share_is_taken_for_a_whole_batch_at_once(redis):
     assert int(redis.get(DailyLimit._key("a@example.org"))) == 2
     assert 0 < limit.free_in("a@example.org") <= DAY
     limit.give_back("a@example.org")
-    assert limit.take("a@example.org") and not limit.take("a@example.org")
+    assert limit.take_all(["a@example.org"]) == [True]
+    assert limit.take_all(["a@example.org"]) == [False]
 
 
 def test_links_in_supporter_mail_are_the_routes_under_public_url(app):

@@ -56,9 +56,6 @@ class DailyLimit:
     def _key(address: str) -> str:
         return "supporter-mail:" + hashlib.sha256(address.lower().encode()).hexdigest()
 
-    def take(self, address: str) -> bool:
-        return self.take_all([address]) == [True]
-
     def take_all(self, addresses: list[str]) -> list[bool]:
         """One mail for each address (in order), where it had fewer than its share
         today: two round trips for a whole batch, where one an address cost a third of
